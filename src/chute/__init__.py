@@ -1,0 +1,40 @@
+"""chute: large HTTP responses from Python, done right.
+
+Fast (batched encoding, coalesced chunks), memory-bounded (backpressure to the source), prompt to stop when the
+client leaves, and never presenting a truncated response as complete.
+"""
+
+from chute.__about__ import __version__
+from chute.chunker import Chunker
+from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
+from chute.exceptions import (
+    ChuteError,
+    ConfigurationError,
+    EncodeError,
+    HTTPError,
+    NotAcceptable,
+    NotFound,
+    SendTimeout,
+    StreamAborted,
+)
+from chute.openapi import stream_responses
+from chute.responses import RecordStream
+
+__all__ = [
+    "CSVEncoder",
+    "ChuteError",
+    "Chunker",
+    "ConfigurationError",
+    "EncodeError",
+    "Encoder",
+    "HTTPError",
+    "JSONArrayEncoder",
+    "NDJSONEncoder",
+    "NotAcceptable",
+    "NotFound",
+    "RecordStream",
+    "SendTimeout",
+    "StreamAborted",
+    "__version__",
+    "stream_responses",
+]

@@ -1,0 +1,85 @@
+"""Every error chute raises on purpose.
+
+The hierarchy::
+
+    ChuteError                   base of everything below; never raised itself
+    ├── ConfigurationError       the caller built a stream wrong (bad format name, bad option); a bug, not input
+    ├── EncodeError              a record could not be turned into bytes (unsupported type, wrong shape);
+    │                            carries the zero-based index of the record in the stream
+    ├── HTTPError                answered to the client as problem JSON (RFC 9457) with its ``status``
+    │   ├── NotAcceptable        406: no supported media type matches ``Accept``
+    │   └── NotFound             404: an unknown dataset or resource
+    └── StreamAborted            the body could not be completed after the headers were sent; the connection
+        │                        is aborted so the client never mistakes a truncated body for a complete one
+        └── SendTimeout          the client read nothing for longer than the send deadline and was cut
+
+Foreign exceptions (msgspec, sqlite3, ...) are translated in the module that calls the foreign code, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ChuteError(Exception):
+    """Base class of every chute error."""
+
+
+class ConfigurationError(ChuteError, ValueError):
+    """A stream or encoder was configured with invalid arguments."""
+
+
+class EncodeError(ChuteError):
+    """A record could not be encoded.
+
+    ``index`` is the zero-based position of the offending record in the stream (``None`` when unknown).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"record {index}: {message}")
+        self.index = index
+
+
+class HTTPError(ChuteError):
+    """An error answered to the client with ``status`` and a problem JSON body."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotAcceptable(HTTPError):
+    """No media type the stream can produce is acceptable to the client."""
+
+    status = 406
+    title = "Not Acceptable"
+
+    def __init__(self, detail: str, *, supported: Sequence[str]) -> None:
+        super().__init__(detail, supported=list(supported))
+        self.supported = tuple(supported)
+
+
+class NotFound(HTTPError):
+    """The requested resource does not exist."""
+
+    status = 404
+    title = "Not Found"
+
+
+class StreamAborted(ChuteError):
+    """The response body failed after its headers were sent; the connection is aborted.
+
+    ``index`` is the number of records the client was sent (or was about to be sent) before the failure.
+    """
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(f"stream aborted after {index} records: {message}")
+        self.index = index
+
+
+class SendTimeout(StreamAborted):
+    """The client stopped reading for longer than the stream's send deadline."""

@@ -1,0 +1,23 @@
+"""Header values built from untrusted text, made safe: never a CR, LF or other control character."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from urllib.parse import quote
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def content_disposition(filename: str, *, disposition: str = "attachment") -> str:
+    """``Content-Disposition`` per RFC 6266: an ASCII ``filename=`` fallback and, for non-ASCII names, the
+    exact name as ``filename*=UTF-8''...`` (RFC 8187). Only the base name is kept; control characters go.
+    """
+    name = _CONTROL.sub("", posixpath.basename(filename.replace("\\", "/"))) or "download"
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    fallback = fallback.replace("\\", "\\\\").replace('"', '\\"') or "download"
+    value = f'{disposition}; filename="{fallback}"'
+    if not name.isascii() or fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value

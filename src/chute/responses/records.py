@@ -1,0 +1,257 @@
+"""``RecordStream``: a stream of records as CSV, NDJSON or a JSON array, as an ASGI response.
+
+Theory of operation. Three tasks share one task group:
+
+- the *producer* drains the source into a :class:`~chute.sources.iterables.Batcher` (see that module);
+- the *pump* (the response's own task) takes batches, encodes them, coalesces the bytes in a
+  :class:`~chute.chunker.Chunker` and sends one ASGI message per chunk. The awaited ``send`` is the only
+  checkpoint on the hot path: when the client reads slowly, ``send`` blocks, the batcher fills, and the
+  producer suspends — backpressure reaches the source with one chunk and one batch in memory;
+- the *watcher* waits for ``http.disconnect`` and cancels the group, so the producer stops and closes its source
+  wherever it is suspended (in the source, or waiting for room under backpressure).
+
+The headers go out with the first chunk, or ``max_latency`` after the start if the source is slow. A source
+that fails before that gets a problem JSON response; after that, the failure is logged with the record index and
+re-raised as :class:`~chute.exceptions.StreamAborted`, so the server aborts the connection without the final
+empty chunk and the client sees a truncated transfer, never a short body that looks complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import anyio
+from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from chute.chunker import DEFAULT_MAX_LATENCY, DEFAULT_TARGET, Chunker
+from chute.encoders import CSVEncoder, Encoder
+from chute.exceptions import ConfigurationError, EncodeError, HTTPError, SendTimeout, StreamAborted
+from chute.formats import Format, lookup, negotiate
+from chute.headers import content_disposition
+from chute.problems import problem, problem_response
+from chute.sources.iterables import Batcher, Source, aclose_quietly, produce
+
+logger = logging.getLogger("chute")
+
+END_KEY = "@end"
+"""Key of the end-of-stream record: ``{"@end": {"records": N}}`` is the last NDJSON line / array element."""
+
+FIRST_BATCH = 64
+"""Records in the first batch; later batches are sized from the bytes per record seen so far."""
+MAX_BATCH = 65536
+
+Outcome = Literal["pending", "complete", "client left", "error", "send timeout"]
+
+
+class RecordStream(Response):
+    """Stream ``source`` to the client as CSV, NDJSON or a JSON array.
+
+    ``source`` is a sync or async iterable of records (dicts, tuples/lists with ``columns``, dataclasses,
+    pydantic models, msgspec Structs) or, with ``batched=True``, of lists of records. Sync sources are drained
+    in a worker thread, many records per hop.
+
+    ``format`` fixes the format (``"csv"``, ``"ndjson"``, ``"jsonl"``, ``"json"``); without it the format is
+    negotiated by ``Accept`` among ``formats`` (first is the default), with a 406 problem response listing the
+    supported media types when none is acceptable.
+
+    ``end_record=True`` appends ``{"@end": {"records": N}}`` to NDJSON and JSON bodies so a client can verify it
+    got everything even through intermediaries. ``send_timeout`` cuts a client that stops reading.
+    ``filename`` adds a ``Content-Disposition: attachment`` header (the format's extension is appended when the
+    name has none). ``delimiter`` and ``bom`` configure CSV.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        format: str | None = None,
+        formats: Sequence[str] = ("ndjson", "json", "csv"),
+        columns: Sequence[str] | None = None,
+        batched: bool = False,
+        filename: str | None = None,
+        end_record: bool = False,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+        chunk_size: int = DEFAULT_TARGET,
+        max_latency: float = DEFAULT_MAX_LATENCY,
+        send_timeout: float | None = 60.0,
+        delimiter: str = ",",
+        bom: bool = False,
+    ) -> None:
+        self.source = source
+        self.fixed = lookup(format) if format is not None else None
+        self.formats = [lookup(name)[0] for name in formats]
+        if not self.formats and self.fixed is None:
+            raise ConfigurationError("at least one format is needed")
+        self.columns = tuple(columns) if columns is not None else None
+        self.batched = batched
+        self.filename = filename
+        self.end_record = end_record
+        self.status_code = status_code
+        self.background = background
+        self.chunk_size = chunk_size
+        self.max_latency = max_latency
+        self.send_timeout = send_timeout
+        self.delimiter = delimiter
+        self.bom = bom
+        CSVEncoder(columns, delimiter=delimiter)  # validate the CSV options here, at the call site
+        self.media_type = self.fixed[1] if self.fixed else None
+        self.init_headers(headers)
+        self.outcome: Outcome = "pending"
+        self.records_sent = 0
+
+    def negotiate(self, scope: Scope) -> tuple[Format, str]:
+        if self.fixed is not None:
+            return self.fixed
+        return negotiate(Headers(scope=scope).get("accept"), self.formats)
+
+    def make_encoder(self, fmt: Format) -> Encoder:
+        if fmt.encoder is CSVEncoder:
+            return CSVEncoder(self.columns, delimiter=self.delimiter, bom=self.bom)
+        return fmt.encoder(self.columns)
+
+    def start_message(self, fmt: Format, media_type: str) -> Message:
+        headers = [(k, v) for k, v in self.raw_headers if k not in (b"content-type", b"content-length")]
+        headers.append((b"content-type", fmt.content_type(media_type).encode("latin-1")))
+        headers.append((b"x-content-type-options", b"nosniff"))
+        if self.fixed is None:
+            headers.append((b"vary", b"Accept"))
+        if self.filename is not None:
+            name = self.filename if "." in self.filename else f"{self.filename}.{fmt.name}"
+            headers.append((b"content-disposition", content_disposition(name).encode("latin-1")))
+        return {"type": "http.response.start", "status": self.status_code, "headers": headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            fmt, media_type = self.negotiate(scope)
+        except HTTPError as exc:
+            await self._close_source()
+            await problem_response(exc)(scope, receive, send)
+            return
+        start = self.start_message(fmt, media_type)
+        if scope.get("method") == "HEAD":
+            await self._close_source()
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.outcome = "complete"
+        else:
+            await self._stream(scope, receive, send, self.make_encoder(fmt), start)
+        if self.background is not None and self.outcome == "complete":
+            await self.background()
+
+    async def _close_source(self) -> None:
+        """Close a source that will never be iterated (HEAD, 406), so whatever it holds is released."""
+        if hasattr(self.source, "aclose"):
+            await aclose_quietly(self.source)  # type: ignore[arg-type]
+        elif hasattr(self.source, "close"):
+            await anyio.to_thread.run_sync(self.source.close)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, encoder: Encoder, start: Message) -> None:
+        batcher = Batcher(FIRST_BATCH, self.max_latency)
+        failure: StreamAborted | None = None
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.outcome = "client left"
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            group.start_soon(functools.partial(produce, self.source, batcher, batched=self.batched))
+            # Failures are raised after the group exits, so callers see them bare, not in an ExceptionGroup.
+            try:
+                await self._pump(scope, receive, send, batcher, encoder, start)
+            except OSError:  # ASGI 2.4 servers raise on send after the client left
+                self.outcome = "client left"
+            except TimeoutError:
+                self.outcome = "send timeout"
+                failure = SendTimeout(f"the client read nothing for {self.send_timeout} s", index=self.records_sent)
+                logger.warning("%s", failure)
+            except StreamAborted as exc:
+                failure = exc
+            group.cancel_scope.cancel()
+        if self.outcome == "client left":
+            logger.info("client left after %d records", self.records_sent)
+        if failure is not None:
+            raise failure
+
+    async def _pump(
+        self, scope: Scope, receive: Receive, send: Send, batcher: Batcher, encoder: Encoder, start: Message
+    ) -> None:
+        chunker = Chunker(self.chunk_size, self.max_latency)
+        sender = _Sender(send, start, self.send_timeout)
+        # The first wait is bounded even with nothing pending, so the headers of a slow stream go out promptly.
+        headers_due: float | None = time.monotonic() + self.max_latency
+        while True:
+            items = await batcher.take(headers_due if chunker.deadline is None else chunker.deadline)
+            headers_due = None
+            done, failure = batcher.done, batcher.error
+            data = b""
+            if items:
+                try:
+                    data = encoder.encode(items)
+                except EncodeError as exc:
+                    done, failure = True, exc
+                if data:
+                    batcher.limit = max(1, min(MAX_BATCH, self.chunk_size * len(items) // len(data)))
+            chunk = chunker.push(data)
+            if done:
+                pending = (chunk or b"") + chunker.flush()
+                break
+            if chunk:
+                await sender.body(chunk, more=True)
+                self.records_sent = encoder.count
+            elif not sender.started:
+                await sender.start()
+
+        if failure is None:
+            end = {END_KEY: {"records": encoder.count}} if self.end_record and encoder.supports_end_record else None
+            await sender.body(pending + encoder.finish(end), more=False)
+            self.records_sent = encoder.count
+            self.outcome = "complete"
+            return
+        self.outcome = "error"
+        if not sender.started:
+            logger.error("stream failed before its first byte: %s", failure, exc_info=failure)
+            response = (
+                problem_response(failure)
+                if isinstance(failure, HTTPError)
+                else problem(500, "Internal Server Error", "the stream failed before any data was sent")
+            )
+            await response(scope, receive, send)
+            return
+        # Hand over the good records before the cut: a client that resumes loses nothing it was sent.
+        if pending:
+            await sender.body(pending, more=True)
+            self.records_sent = encoder.count
+        logger.error("stream aborted after %d records: %s", self.records_sent, failure, exc_info=failure)
+        raise StreamAborted(str(failure), index=self.records_sent) from failure
+
+
+class _Sender:
+    """Sends the headers once, then body chunks, each within the send deadline (``TimeoutError`` past it)."""
+
+    def __init__(self, send: Send, start: Message, timeout: float | None) -> None:
+        self._send = send
+        self._start = start
+        self.timeout = timeout
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+        await self._send(self._start)
+
+    async def body(self, data: bytes, *, more: bool) -> None:
+        if not self.started:
+            await self.start()
+        with anyio.fail_after(self.timeout):
+            await self._send({"type": "http.response.body", "body": data, "more_body": more})

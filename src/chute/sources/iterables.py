@@ -1,0 +1,182 @@
+"""Any iterable of records (sync or async, of records or of batches) as batches for the response to encode.
+
+Theory of operation. A producer task drains the source into a shared list, the :class:`Batcher`; the response
+(the consumer) takes the list whenever it is full, the source has ended, or the oldest record in it has waited
+``max_latency``. Producer and consumer run on one event loop, so the list needs no lock: the consumer only swaps
+it out while the producer is suspended.
+
+- Async sources cost one ``append`` and one ``len`` per record: no per-record await, no per-record clock read.
+  The producer suspends only when the list is full (backpressure) or inside the source itself.
+- Sync sources are drained in a worker thread, many records per hop: each hop takes ``islice`` steps of 1, 2, 4,
+  ... records until the batch is full or ``max_latency`` has passed, so a fast generator pays a handful of calls
+  per batch and a slow one still hands over its first records promptly.
+- When the producer is cancelled (the client left) it closes what it iterated: ``aclose()`` for async
+  generators, ``close()`` (in a thread, after any running hop returns) for sync ones, so their ``finally``
+  blocks and context managers release what they hold now rather than when the garbage collector runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from chute.encoders.records import Record
+
+Source = Iterable[Any] | AsyncIterable[Any]
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds a source's ``aclose()`` may take before the stream gives up waiting on it."""
+
+
+class Batcher:
+    """The list of records between one producer and one consumer, with backpressure and a latency deadline."""
+
+    def __init__(self, limit: int, max_latency: float) -> None:
+        self.items: list[Record] = []
+        self.limit = max(1, limit)
+        self.max_latency = max_latency
+        self.done = False
+        self.error: Exception | None = None
+        self._first_at: float | None = None
+        self._wake = anyio.Event()
+        self._room = anyio.Event()
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self._first_at is None else self._first_at + self.max_latency
+
+    # -- producer side
+
+    def started(self) -> None:
+        """The list went from empty to non-empty: start its latency clock and let the consumer see it."""
+        self._first_at = time.monotonic()
+        self._wake.set()
+
+    async def full(self) -> None:
+        """Wait until the consumer has taken the list (backpressure)."""
+        while len(self.items) >= self.limit:
+            self._wake.set()
+            self._room = anyio.Event()
+            await self._room.wait()
+
+    def finish(self, error: Exception | None = None) -> None:
+        self.done = True
+        self.error = error
+        self._wake.set()
+
+    # -- consumer side
+
+    async def take(self, deadline: float | None = None) -> list[Record]:
+        """The records collected so far, once the list is full, the source ended, or a deadline passed.
+
+        ``deadline`` is the consumer's own (its unsent bytes); the list's latency deadline counts as well.
+        The returned list may be empty when only the consumer's deadline passed.
+        """
+        while not self.done and len(self.items) < self.limit:
+            due = min((d for d in (deadline, self.deadline) if d is not None), default=math.inf)
+            remaining = due - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wake = anyio.Event()
+            with anyio.move_on_after(remaining):
+                await self._wake.wait()
+        items, self.items = self.items, []
+        self._first_at = None
+        self._room.set()
+        return items
+
+
+async def produce(source: Source, batcher: Batcher, *, batched: bool = False) -> None:
+    """Drain ``source`` into ``batcher`` until it ends, fails or the task is cancelled; always close it."""
+    error: Exception | None = None
+    try:
+        if isinstance(source, AsyncIterable):
+            await _produce_async(source, batcher, batched)
+        else:
+            await _produce_sync(source, batcher, batched)
+    except Exception as exc:  # the consumer reports it with the record index; see RecordStream
+        error = exc
+    finally:
+        batcher.finish(error)
+
+
+async def _produce_async(source: AsyncIterable[Any], batcher: Batcher, batched: bool) -> None:
+    iterator = aiter(source)
+    try:
+        if batched:
+            async for batch in iterator:
+                items = batcher.items
+                was_empty = not items
+                items.extend(batch)
+                if was_empty and items:
+                    batcher.started()
+                if len(items) >= batcher.limit:
+                    await batcher.full()
+        else:
+            async for record in iterator:
+                items = batcher.items
+                items.append(record)
+                if len(items) == 1:
+                    batcher.started()
+                if len(items) >= batcher.limit:
+                    await batcher.full()
+    finally:
+        await aclose_quietly(iterator)
+
+
+async def aclose_quietly(iterator: AsyncIterator[Any]) -> None:
+    """``aclose()`` an async iterator that has one, even from a cancelled task, waiting at most a second."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is None:
+        return
+    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+        await aclose()
+
+
+async def _produce_sync(source: Iterable[Any], batcher: Batcher, batched: bool) -> None:
+    iterator = iter(source)
+    try:
+        exhausted = False
+        while not exhausted:
+            records, exhausted = await anyio.to_thread.run_sync(
+                _pull, iterator, batcher.limit, batcher.max_latency, batched
+            )
+            items = batcher.items
+            was_empty = not items
+            items.extend(records)
+            if was_empty and items:
+                batcher.started()
+            if len(items) >= batcher.limit:
+                await batcher.full()
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            # Shielded: the generator's finally blocks must run even though this task is being cancelled.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
+
+
+def _pull(iterator: Iterator[Any], limit: int, max_latency: float, batched: bool) -> tuple[list[Any], bool]:
+    """Up to ``limit`` records from ``iterator`` within about ``max_latency``; runs in a worker thread.
+
+    Returns the records and whether the iterator is exhausted.
+    """
+    out: list[Any] = []
+    end = time.monotonic() + max_latency
+    step = 1
+    while len(out) < limit:
+        want = step if batched else min(step, limit - len(out))
+        piece = list(itertools.islice(iterator, want))
+        out.extend(itertools.chain.from_iterable(piece) if batched else piece)
+        if len(piece) < want:
+            return out, True
+        if time.monotonic() >= end:
+            break
+        step *= 2
+    return out, False
