@@ -22,8 +22,8 @@ from chute.responses import RecordStream
 
 __all__ = [
     "CSVEncoder",
-    "ChuteError",
     "Chunker",
+    "ChuteError",
     "ConfigurationError",
     "EncodeError",
     "Encoder",

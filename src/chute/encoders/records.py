@@ -32,7 +32,8 @@ def enc_hook(obj: Any) -> Any:
 
 
 def columns_of(record: Record) -> tuple[str, ...] | None:
-    """The field names a record carries, or ``None`` for a bare sequence (which needs a header)."""
+    """The field names a record carries, or ``None`` for anything else: a bare sequence (a row, which needs a
+    header to become a CSV row or a JSON object; without one it is encoded as a JSON array) or a plain value."""
     if isinstance(record, Mapping):
         return tuple(str(key) for key in record)
     if isinstance(record, msgspec.Struct):
@@ -41,9 +42,7 @@ def columns_of(record: Record) -> tuple[str, ...] | None:
         return tuple(type(record).model_fields)
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         return tuple(field.name for field in dataclasses.fields(record))
-    if isinstance(record, (tuple, list)):
-        return None
-    raise EncodeError(f"unsupported record type {type(record).__name__}")
+    return None
 
 
 def _single(getter: Getter) -> Getter:
@@ -94,11 +93,10 @@ def _row_or_fail(record: Record, columns: Sequence[str], index: int) -> Row:
 
 
 def as_mappings(batch: Sequence[Record], columns: Sequence[str] | None, *, offset: int) -> Sequence[Record]:
-    """The batch in a form msgspec encodes as JSON objects: rows are zipped with the header, the rest pass."""
-    if not isinstance(batch[0], (tuple, list)):
+    """The batch in a form msgspec encodes as JSON objects: rows are zipped with the header, the rest pass
+    (rows without a header stay JSON arrays)."""
+    if not columns or not isinstance(batch[0], (tuple, list)):
         return batch
-    if not columns:
-        raise EncodeError("tuple/list records need a header (columns=...) to be encoded as objects", index=offset)
     try:
         return [dict(zip(columns, row, strict=True)) for row in batch]
     except ValueError:

@@ -1,0 +1,203 @@
+"""The reference service: the brief's use cases, done right, on the embedded SQLite dataset."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime
+import multiprocessing
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import pydantic
+from fastapi import FastAPI, Path, Query, Request
+from starlette.responses import Response
+
+from chute import __version__
+from chute.exceptions import HTTPError, NotFound
+from chute.openapi import stream_responses
+from chute.problems import problem_response
+from chute.responses import RecordStream
+from chute.service import dataset
+from chute.service.settings import Settings
+from chute.service.work import compute_batch
+from chute.sources.batches import ordered_map
+from chute.sources.sql import sqlite_table
+
+ROWS_MAX = 100_000_000
+GENERATOR_BATCH = 4096
+EPOCH = datetime.datetime(2023, 10, 27, 10, 0, tzinfo=datetime.UTC)
+
+FormatName = Literal["csv", "ndjson", "jsonl", "json"]
+Rows = Annotated[int, Query(ge=0, le=ROWS_MAX, description="How many rows to stream.")]
+
+
+class CSVRow(pydantic.BaseModel):
+    id: int
+    name: str
+    value: float
+
+
+class JSONObject(pydantic.BaseModel):
+    id: int
+    name: str
+    timestamp: datetime.datetime
+
+
+class JSONLine(pydantic.BaseModel):
+    id: int
+    name: str
+
+
+class BatchResult(pydantic.BaseModel):
+    id: int
+    value: float
+
+
+class DatasetInfo(pydantic.BaseModel):
+    name: str
+    columns: list[str]
+    rows: int
+    url: str
+
+
+def _csv_rows(rows: int) -> Iterator[list[tuple[int, str, float]]]:
+    for start in range(0, rows, GENERATOR_BATCH):
+        yield [(i, f"item_{i}", i * 1.5) for i in range(start, min(rows, start + GENERATOR_BATCH))]
+
+
+def _json_objects(rows: int) -> Iterator[list[dict[str, Any]]]:
+    second = datetime.timedelta(seconds=1)
+    for start in range(0, rows, GENERATOR_BATCH):
+        stop = min(rows, start + GENERATOR_BATCH)
+        yield [{"id": i, "name": f"Object {i}", "timestamp": EPOCH + i * second} for i in range(start, stop)]
+
+
+def _json_lines(rows: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, rows, GENERATOR_BATCH):
+        yield [{"id": i, "name": f"Record {i}"} for i in range(start, min(rows, start + GENERATOR_BATCH))]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The reference service for ``settings`` (by default from ``CHUTE_*`` variables)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        path = await anyio.to_thread.run_sync(dataset.ensure, settings.data, settings.rows)
+        app.state.dataset_path = path
+        app.state.datasets = await anyio.to_thread.run_sync(dataset.datasets, path)
+        # forkserver: forking the server itself (threads, event loop) is unsafe; workers start on first use.
+        pool = concurrent.futures.ProcessPoolExecutor(
+            settings.batch_workers, mp_context=multiprocessing.get_context("forkserver")
+        )
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="chute reference service",
+        version=__version__,
+        description="Large responses done right: CSV, JSON arrays, NDJSON and batch results, streamed.",
+        lifespan=lifespan,
+    )
+
+    async def chute_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPError)
+        return problem_response(exc)
+
+    app.add_exception_handler(HTTPError, chute_error)
+
+    def stream(source: Any, **options: Any) -> RecordStream:
+        defaults = {
+            "chunk_size": settings.chunk_size,
+            "max_latency": settings.max_latency,
+            "send_timeout": settings.send_timeout,
+        }
+        return RecordStream(source, **(defaults | options))
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: answered on the event loop, which no stream ever blocks."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/stream-csv", tags=["brief"], response_class=RecordStream, responses=stream_responses(CSVRow, formats=("csv",))
+    )
+    async def stream_csv(rows: Rows = 1_000_000) -> RecordStream:
+        """`id,name,value` rows as CSV (RFC 4180)."""
+        return stream(_csv_rows(rows), format="csv", columns=("id", "name", "value"), batched=True)
+
+    @app.get(
+        "/stream-json",
+        tags=["brief"],
+        response_class=RecordStream,
+        responses=stream_responses(JSONObject, formats=("json",)),
+    )
+    async def stream_json(rows: Rows = 1000) -> RecordStream:
+        """A valid JSON array of `{"id", "name", "timestamp"}` objects, `[]` for no rows."""
+        return stream(_json_objects(rows), format="json", batched=True)
+
+    @app.get(
+        "/stream-json-lines",
+        tags=["brief"],
+        response_class=RecordStream,
+        responses=stream_responses(JSONLine, formats=("ndjson",)),
+    )
+    async def stream_json_lines(rows: Rows = 1000) -> RecordStream:
+        """NDJSON of `{"id", "name"}`, as `application/x-ndjson` or `application/jsonl` as the client asks."""
+        return stream(_json_lines(rows), formats=("ndjson",), batched=True)
+
+    @app.get(
+        "/stream-batches",
+        tags=["brief"],
+        response_class=RecordStream,
+        responses=stream_responses(list[BatchResult], formats=("ndjson",)),
+    )
+    async def stream_batches(
+        request: Request,
+        num_batches: Annotated[int, Query(ge=1, le=10_000)] = 10,
+        batch_size: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    ) -> RecordStream:
+        """One JSON array of results per NDJSON line, each batch computed in a worker process, in order."""
+        pool: concurrent.futures.Executor = request.app.state.pool
+        jobs = ((number, batch_size) for number in range(num_batches))
+        results = ordered_map(pool, compute_batch, jobs, in_flight=settings.batch_workers + 1)
+        return stream(results, formats=("ndjson",), max_latency=0.0)
+
+    @app.get("/exports", tags=["exports"])
+    async def exports(request: Request) -> list[DatasetInfo]:
+        """The datasets on offer: each is a table of the embedded database."""
+        found: dict[str, dataset.Dataset] = request.app.state.datasets
+        return [
+            DatasetInfo(
+                name=d.name, columns=list(d.columns), rows=d.rows, url=str(request.url_for("export", name=d.name))
+            )
+            for d in found.values()
+        ]
+
+    @app.get(
+        "/exports/{name}",
+        name="export",
+        tags=["exports"],
+        response_class=RecordStream,
+        responses={**stream_responses(dict[str, Any]), 404: {"description": "Unknown dataset (problem JSON)."}},
+    )
+    async def export(
+        request: Request,
+        name: Annotated[str, Path(max_length=64, description="A dataset name from /exports.")],
+        format: Annotated[FormatName | None, Query(description="Overrides Accept.")] = None,
+        limit: Annotated[int | None, Query(ge=0, le=ROWS_MAX)] = None,
+    ) -> RecordStream:
+        """A table streamed through a server-side cursor in primary key order, as CSV, NDJSON or JSON."""
+        found: dict[str, dataset.Dataset] = request.app.state.datasets
+        if name not in found:
+            raise NotFound(f"no dataset named {name!r}; see /exports")
+        table = found[name]
+        source = sqlite_table(request.app.state.dataset_path, table.name, limit=limit)
+        return stream(source, format=format, columns=table.columns, batched=True, filename=table.name)
+
+    return app

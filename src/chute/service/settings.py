@@ -1,0 +1,26 @@
+"""The one settings object of the reference service: flags of ``chute serve`` over ``CHUTE_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chute.chunker import DEFAULT_MAX_LATENCY, DEFAULT_TARGET
+
+
+class Settings(BaseSettings):
+    """Every knob of the reference service; ``CHUTE_PORT=9000`` sets ``port``, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="CHUTE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data: Path = Field(Path("data"), description="Folder of the embedded SQLite dataset, created on first start.")
+    rows: int = Field(1_000_000, ge=0, le=100_000_000, description="Rows of the generated `orders` table.")
+    chunk_size: int = Field(DEFAULT_TARGET, ge=1024, le=16 * 1024 * 1024)
+    max_latency: float = Field(DEFAULT_MAX_LATENCY, gt=0, le=10)
+    send_timeout: float = Field(60.0, gt=0, description="Seconds a client may read nothing before it is cut.")
+    batch_workers: int = Field(2, ge=1, le=64, description="Processes that compute /stream-batches.")
+    log_level: str = "info"

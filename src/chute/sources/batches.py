@@ -1,0 +1,40 @@
+"""CPU-bound work off the event loop: jobs run in a process pool, results come back in order.
+
+Threads would not do: pure-Python work holds the GIL and starves the event loop (and so every other request).
+At most ``in_flight`` jobs are submitted ahead of the consumer, so a slow client slows the pool instead of
+piling up results in memory. When the consumer stops (the client left), jobs not yet started are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def ordered_map(
+    pool: concurrent.futures.Executor,
+    function: Callable[..., T],
+    jobs: Iterable[tuple[Any, ...]],
+    *,
+    in_flight: int,
+) -> AsyncIterator[T]:
+    """``function(*job)`` for each job, computed in ``pool``, yielded in job order as each completes."""
+    loop = asyncio.get_running_loop()
+    pending: collections.deque[asyncio.Future[T]] = collections.deque()
+    queue = iter(jobs)
+    try:
+        for job in queue:
+            pending.append(loop.run_in_executor(pool, functools.partial(function, *job)))
+            if len(pending) >= in_flight:
+                yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for future in pending:
+            future.cancel()
