@@ -52,6 +52,8 @@ class CSVEncoder(Encoder):
             raise ConfigurationError(f"CSV delimiter must be one ASCII character other than quote/CR/LF: {delimiter!r}")
         self.delimiter = delimiter
         self._delimiter = delimiter.encode()
+        # The fast path's last pass: drops JSON's quotes, restores protected quotes and commas, sets the delimiter.
+        self._table = bytes.maketrans(b"\x00\x01,", b'",' + self._delimiter)
         self.bom = bom
         self.header = header
         self._started = False
@@ -86,17 +88,35 @@ class CSVEncoder(Encoder):
             return None
         raw = self._encode_or_locate(self._json.encode_lines, rows)
         count = len(rows)
-        if (
-            b"\\" in raw
-            or b"{" in raw
-            or raw.count(b"[") != count
-            or raw.count(b",") != count * (width - 1)
-            or (self._delimiter != b"," and self._delimiter in raw)
-        ):
+        # No escape means no string holds a quote, CR, LF or control character; one bracket per row and no brace
+        # means no nested values. Then every '"' delimits a string and unquoted text is numbers and literals.
+        if b"\\" in raw or b"{" in raw or raw.count(b"[") != count:
             return None
-        text = raw.replace(b",null", b",").replace(b"[null", b"[").translate(None, b'"')
-        body = text[1:-2].replace(b"]\n[", b"\r\n") + b"\r\n"
-        return body if self._delimiter == b"," else body.replace(b",", self._delimiter)
+        delimiter = self._delimiter
+        if raw.count(b",") != count * (width - 1) or (delimiter != b"," and delimiter in raw):
+            raw = self._protect(raw, width - 1)
+        text = raw.replace(b",null", b",").replace(b"[null", b"[").translate(self._table, b'"')
+        return text[1:-2].replace(b"]\n[", b"\r\n") + b"\r\n"
+
+    def _protect(self, raw: bytes, separators: int) -> bytes:
+        """Rewrite the lines whose strings hold a comma or the delimiter so the global passes cannot harm them:
+        inner commas become ``\\x01`` and quotes that CSV needs become ``\\x00`` (JSON escapes both bytes, so
+        neither occurs in ``raw``); the final ``translate`` turns them back into ``,`` and ``"``."""
+        delimiter = self._delimiter
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines):
+            if line.count(b",") != separators or (delimiter != b"," and delimiter in line):
+                parts = line.split(b'"')
+                parts[1::2] = [
+                    (
+                        b"\x00" + text.replace(b",", b"\x01") + b"\x00"
+                        if delimiter in text
+                        else text.replace(b",", b"\x01")
+                    )
+                    for text in parts[1::2]
+                ]
+                lines[i] = b'"'.join(parts)
+        return b"\n".join(lines)
 
     def _slow(self, rows: Sequence[Row]) -> bytes:
         out = io.StringIO()

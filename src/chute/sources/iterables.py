@@ -9,7 +9,8 @@ it out while the producer is suspended.
   The producer suspends only when the list is full (backpressure) or inside the source itself.
 - Sync sources are drained in a worker thread, many records per hop: each hop takes ``islice`` steps of 1, 2, 4,
   ... records until the batch is full or ``max_latency`` has passed, so a fast generator pays a handful of calls
-  per batch and a slow one still hands over its first records promptly.
+  per batch. A hop blocked inside a slow source may already hold records; every ``max_latency`` the producer
+  takes those over while the hop goes on, so a slow generator's records are not held back by the next one.
 - When the producer is cancelled (the client left) it closes what it iterated: ``aclose()`` for async
   generators, ``close()`` (in a thread, after any running hop returns) for sync ones, so their ``finally``
   blocks and context managers release what they hold now rather than when the garbage collector runs.
@@ -142,17 +143,19 @@ async def aclose_quietly(iterator: AsyncIterator[Any]) -> None:
 async def _produce_sync(source: Iterable[Any], batcher: Batcher, batched: bool) -> None:
     iterator = iter(source)
     try:
-        exhausted = False
-        while not exhausted:
-            records, exhausted = await anyio.to_thread.run_sync(
-                _pull, iterator, batcher.limit, batcher.max_latency, batched
-            )
-            items = batcher.items
-            was_empty = not items
-            items.extend(records)
-            if was_empty and items:
-                batcher.started()
-            if len(items) >= batcher.limit:
+        while True:
+            hop = _Hop()
+            async with anyio.create_task_group() as group:
+                group.start_soon(_run_hop, hop, iterator, batcher.limit, batcher.max_latency, batched)
+                while not hop.finished.is_set():
+                    with anyio.move_on_after(max(batcher.max_latency, MIN_POLL)):
+                        await hop.finished.wait()
+                    _deliver(batcher, hop.take())
+            if hop.error is not None:
+                raise hop.error
+            if hop.exhausted:
+                return
+            if len(batcher.items) >= batcher.limit:
                 await batcher.full()
     finally:
         close = getattr(iterator, "close", None)
@@ -162,21 +165,72 @@ async def _produce_sync(source: Iterable[Any], batcher: Batcher, batched: bool) 
                 await anyio.to_thread.run_sync(close)
 
 
-def _pull(iterator: Iterator[Any], limit: int, max_latency: float, batched: bool) -> tuple[list[Any], bool]:
-    """Up to ``limit`` records from ``iterator`` within about ``max_latency``; runs in a worker thread.
+MIN_POLL = 0.001
+"""Shortest interval at which records are taken over from a running hop (``max_latency`` may be zero)."""
 
-    Returns the records and whether the iterator is exhausted.
+
+def _deliver(batcher: Batcher, records: list[Any]) -> None:
+    if records:
+        items = batcher.items
+        was_empty = not items
+        items.extend(records)
+        if was_empty:
+            batcher.started()
+
+
+class _Hop:
+    """The records one worker-thread hop has pulled so far, which the event loop may take before it returns.
+
+    The thread only ever appends to ``records`` and the loop only reads it, remembering how many it took; under
+    the GIL ``len`` and slicing see a consistent list, so neither side needs a lock.
     """
-    out: list[Any] = []
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.taken = 0
+        self.finished = anyio.Event()
+        self.exhausted = False
+        self.error: Exception | None = None
+
+    def take(self) -> list[Any]:
+        end = len(self.records)
+        records = self.records[self.taken : end]
+        self.taken = end
+        return records
+
+
+async def _run_hop(hop: _Hop, iterator: Iterator[Any], limit: int, max_latency: float, batched: bool) -> None:
+    # The error is kept rather than raised so the producer reports the source's own exception, not a group.
+    try:
+        hop.exhausted = await anyio.to_thread.run_sync(_pull, iterator, hop.records, limit, max_latency, batched)
+    except Exception as exc:
+        hop.error = exc
+    finally:
+        hop.finished.set()
+
+
+def _pull(iterator: Iterator[Any], out: list[Any], limit: int, max_latency: float, batched: bool) -> bool:
+    """Up to ``limit`` records from ``iterator`` into ``out`` within about ``max_latency``; runs in a worker thread.
+
+    Returns whether the iterator is exhausted.
+    """
     end = time.monotonic() + max_latency
     step = 1
     while len(out) < limit:
         want = step if batched else min(step, limit - len(out))
-        piece = list(itertools.islice(iterator, want))
-        out.extend(itertools.chain.from_iterable(piece) if batched else piece)
-        if len(piece) < want:
-            return out, True
+        if batched:
+            got = 0
+            for batch in itertools.islice(iterator, want):
+                out.extend(batch)
+                got += 1
+        else:
+            before = len(out)
+            # extend() stores each record as the source yields it, so the loop can take it while the next is slow.
+            out.extend(itertools.islice(iterator, want))
+            got = len(out) - before
+        if got < want:
+            return True
         if time.monotonic() >= end:
             break
         step *= 2
-    return out, False
+    return False
