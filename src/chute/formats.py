@@ -17,6 +17,10 @@ class Format:
     media_types: tuple[str, ...]
     encoder: type[Encoder]
 
+    def extension(self, media_type: str) -> str:
+        """The file name extension for a download served as ``media_type``."""
+        return "jsonl" if "jsonl" in media_type else self.name
+
     def content_type(self, media_type: str) -> str:
         # Every format chute writes is UTF-8 text; say so even where the type's registration implies it.
         return f"{media_type}; charset=utf-8"

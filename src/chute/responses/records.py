@@ -125,7 +125,7 @@ class RecordStream(Response):
         if self.fixed is None:
             headers.append((b"vary", b"Accept"))
         if self.filename is not None:
-            name = self.filename if "." in self.filename else f"{self.filename}.{fmt.name}"
+            name = self.filename if "." in self.filename else f"{self.filename}.{fmt.extension(media_type)}"
             headers.append((b"content-disposition", content_disposition(name).encode("latin-1")))
         return {"type": "http.response.start", "status": self.status_code, "headers": headers}
 

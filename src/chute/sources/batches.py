@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import functools
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -25,16 +24,16 @@ async def ordered_map(
     in_flight: int,
 ) -> AsyncIterator[T]:
     """``function(*job)`` for each job, computed in ``pool``, yielded in job order as each completes."""
-    loop = asyncio.get_running_loop()
-    pending: collections.deque[asyncio.Future[T]] = collections.deque()
-    queue = iter(jobs)
+    pending: collections.deque[concurrent.futures.Future[T]] = collections.deque()
     try:
-        for job in queue:
-            pending.append(loop.run_in_executor(pool, functools.partial(function, *job)))
+        for job in jobs:
+            pending.append(pool.submit(function, *job))
             if len(pending) >= in_flight:
-                yield await pending.popleft()
+                yield await asyncio.wrap_future(pending.popleft())
         while pending:
-            yield await pending.popleft()
+            yield await asyncio.wrap_future(pending.popleft())
     finally:
+        # Cancel the pool's own futures, synchronously: cancelling asyncio wrappers would reach them only on a
+        # later turn of the event loop, after a caller may already be shutting the pool down.
         for future in pending:
             future.cancel()

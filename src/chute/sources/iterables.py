@@ -220,9 +220,8 @@ def _pull(iterator: Iterator[Any], out: list[Any], limit: int, max_latency: floa
         want = step if batched else min(step, limit - len(out))
         if batched:
             got = 0
-            for batch in itertools.islice(iterator, want):
+            for got, batch in enumerate(itertools.islice(iterator, want), 1):  # noqa: B007 (got is the count)
                 out.extend(batch)
-                got += 1
         else:
             before = len(out)
             # extend() stores each record as the source yields it, so the loop can take it while the next is slow.

@@ -1,0 +1,5 @@
+"""``python -m chute``: the same as the ``chute`` command."""
+
+from chute.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The reference service over real HTTP: ``chute serve`` in a subprocess on a free port."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from chute.service.work import compute_batch
+from tests.e2e.conftest import SERVICE_ROWS, Service
+
+
+def test_stream_csv_is_the_briefs_rows_as_rfc4180(service: Service) -> None:
+    response = httpx.get(f"{service.base_url}/stream-csv", params={"rows": 1000})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.content.endswith(b"\r\n")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == ["id", "name", "value"]
+    assert rows[1:] == [[str(i), f"item_{i}", repr(i * 1.5)] for i in range(1000)]
+
+
+@pytest.mark.parametrize("rows", [0, 1, 4097])
+def test_stream_json_is_one_valid_array(service: Service, rows: int) -> None:
+    response = httpx.get(f"{service.base_url}/stream-json", params={"rows": rows})
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    items = json.loads(response.content)
+    assert len(items) == rows
+    if rows:
+        assert items[0] == {"id": 0, "name": "Object 0", "timestamp": "2023-10-27T10:00:00Z"}
+        assert items[-1]["id"] == rows - 1
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "application/x-ndjson"),
+        ("application/jsonl", "application/jsonl"),
+        ("application/x-ndjson", "application/x-ndjson"),
+        ("application/json, application/jsonl;q=0.9", "application/jsonl"),
+    ],
+)
+def test_stream_json_lines_negotiates_its_media_type(service: Service, accept: str | None, media_type: str) -> None:
+    headers = {"accept": accept} if accept else {}
+    response = httpx.get(f"{service.base_url}/stream-json-lines", params={"rows": 3}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == f"{media_type}; charset=utf-8"
+    assert [json.loads(line) for line in response.text.splitlines()] == [
+        {"id": i, "name": f"Record {i}"} for i in range(3)
+    ]
+
+
+def test_stream_json_lines_answers_406_with_the_supported_types(service: Service) -> None:
+    response = httpx.get(f"{service.base_url}/stream-json-lines", headers={"accept": "text/csv"})
+    assert response.status_code == 406
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "application/jsonl" in response.json()["supported"]
+
+
+def test_stream_batches_streams_each_batch_in_order(service: Service) -> None:
+    response = httpx.get(f"{service.base_url}/stream-batches", params={"num_batches": 7, "batch_size": 50}, timeout=30)
+    lines = response.text.splitlines()
+    assert len(lines) == 7
+    for number, line in enumerate(lines):
+        batch = json.loads(line)
+        assert len(batch) == 50
+        assert batch == json.loads(bytes(compute_batch(number, 50)))
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/stream-csv", {"rows": -1}),
+        ("/stream-csv", {"rows": "many"}),
+        ("/stream-json", {"rows": 10**9}),
+        ("/stream-batches", {"num_batches": 0}),
+        ("/stream-batches", {"batch_size": 10**7}),
+        ("/exports/orders", {"format": "xml"}),
+        ("/exports/orders", {"limit": -3}),
+    ],
+)
+def test_bad_query_parameters_get_422(service: Service, path: str, params: dict[str, object]) -> None:
+    response = httpx.get(f"{service.base_url}{path}", params=params)  # type: ignore[arg-type]
+    assert response.status_code == 422
+
+
+def test_exports_lists_the_datasets(service: Service) -> None:
+    datasets = {d["name"]: d for d in httpx.get(f"{service.base_url}/exports").json()}
+    assert set(datasets) == {"orders", "customers"}
+    assert datasets["orders"]["rows"] == SERVICE_ROWS
+    assert datasets["orders"]["columns"][0] == "id"
+    assert datasets["customers"]["rows"] == max(10, SERVICE_ROWS // 100)
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "media_type"),
+    [
+        ({"format": "csv"}, {}, "text/csv"),
+        ({}, {"accept": "text/csv"}, "text/csv"),
+        ({}, {"accept": "application/json"}, "application/json"),
+        ({}, {}, "application/x-ndjson"),
+        ({"format": "jsonl"}, {"accept": "text/csv"}, "application/jsonl"),
+    ],
+)
+def test_export_formats_agree(
+    service: Service, params: dict[str, str], headers: dict[str, str], media_type: str
+) -> None:
+    response = httpx.get(f"{service.base_url}/exports/orders", params={**params, "limit": 50}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == f"{media_type}; charset=utf-8"
+    extension = {"text/csv": "csv", "application/json": "json"}.get(
+        media_type, "ndjson" if "nd" in media_type else "jsonl"
+    )
+    assert response.headers["content-disposition"] == f'attachment; filename="orders.{extension}"'
+    if media_type == "text/csv":
+        reader = csv.DictReader(io.StringIO(response.text))
+        records: list[dict[str, object]] = [dict(row) for row in reader]
+    elif media_type == "application/json":
+        records = json.loads(response.content)
+    else:
+        records = [json.loads(line) for line in response.text.splitlines()]
+    assert [int(str(r["id"])) for r in records] == list(range(1, 51))
+    # Every format carries the same text for the same value (CSV cells are all text).
+    ndjson = [json.loads(line) for line in httpx.get(f"{service.base_url}/exports/orders?limit=50").text.splitlines()]
+    assert [{k: str(v) for k, v in r.items()} for r in records] == [{k: str(v) for k, v in r.items()} for r in ndjson]
+
+
+def test_export_without_limit_streams_the_whole_table(service: Service) -> None:
+    response = httpx.get(f"{service.base_url}/exports/orders", params={"format": "csv"})
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert len(rows) == SERVICE_ROWS + 1
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, SERVICE_ROWS + 1))
+
+
+def test_unknown_dataset_is_a_404_problem(service: Service) -> None:
+    response = httpx.get(f"{service.base_url}/exports/chute_meta")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+def test_openapi_documents_each_stream(service: Service) -> None:
+    spec = httpx.get(f"{service.base_url}/openapi.json").json()
+    csv_content = spec["paths"]["/stream-csv"]["get"]["responses"]["200"]["content"]
+    assert set(csv_content["text/csv"]["itemSchema"]["properties"]) == {"id", "name", "value"}
+    json_content = spec["paths"]["/stream-json"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert set(json_content["schema"]["items"]["properties"]) == {"id", "name", "timestamp"}
+    lines = spec["paths"]["/stream-json-lines"]["get"]["responses"]["200"]["content"]
+    assert {"application/x-ndjson", "application/jsonl"} <= set(lines)
+
+
+def test_healthz_answers_while_a_client_stalls_a_stream(service: Service) -> None:
+    # A client that asks for 100M rows and never reads fills the socket buffers; the loop must stay free.
+    address = urlsplit(service.base_url)
+    with socket.create_connection((address.hostname or "127.0.0.1", address.port or 80)) as stalled:
+        stalled.sendall(b"GET /stream-csv?rows=100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert httpx.get(f"{service.base_url}/healthz", timeout=5).json() == {"status": "ok"}
+        assert time.monotonic() - started < 1.0
+
+
+def test_a_client_that_leaves_stops_the_stream(service: Service) -> None:
+    address = urlsplit(service.base_url)
+    before = service.log().count("client left after")
+    with socket.create_connection((address.hostname or "127.0.0.1", address.port or 80)) as client:
+        client.sendall(b"GET /stream-csv?rows=100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    deadline = time.monotonic() + 1.5
+    while service.log().count("client left after") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.log().count("client left after") == before + 1

@@ -1,0 +1,52 @@
+"""SQL sources: batches through a lazy cursor, and the connection released when the generator closes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chute.sources.sql import quote_identifier, sqlite_batches, sqlite_table
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "t.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute('CREATE TABLE "odd ""name""" (id INTEGER PRIMARY KEY, label TEXT)')
+        db.executemany('INSERT INTO "odd ""name""" VALUES (?, ?)', [(i, f"row {i}") for i in range(1, 5001)])
+    return path
+
+
+def test_a_table_comes_in_batches_in_key_order(database: Path) -> None:
+    batches = list(sqlite_table(database, 'odd "name"', order_by="id"))
+    assert [len(batch) for batch in batches] == [2048, 2048, 904]
+    assert [row[0] for batch in batches for row in batch] == list(range(1, 5001))
+
+
+def test_limit_and_parameters(database: Path) -> None:
+    assert sum(len(b) for b in sqlite_table(database, 'odd "name"', limit=10)) == 10
+    assert sum(len(b) for b in sqlite_table(database, 'odd "name"', limit=0)) == 0
+    rows = [r for b in sqlite_batches(database, 'SELECT label FROM "odd ""name""" WHERE id = ?', (7,)) for r in b]
+    assert rows == [("row 7",)]
+
+
+def test_closing_the_generator_closes_the_connection(database: Path) -> None:
+    batches = sqlite_table(database, 'odd "name"')
+    next(batches)
+    frame = batches.gi_frame
+    assert frame is not None
+    connection: sqlite3.Connection = frame.f_locals["db"]
+    batches.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connection.execute("SELECT 1")
+
+
+def test_the_source_is_read_only(database: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        list(sqlite_batches(database, 'DELETE FROM "odd ""name"""'))
+
+
+def test_identifiers_are_quoted() -> None:
+    assert quote_identifier('a"b') == '"a""b"'
