@@ -16,6 +16,8 @@ def content_disposition(filename: str, *, disposition: str = "attachment") -> st
     """
     name = _CONTROL.sub("", posixpath.basename(filename.replace("\\", "/"))) or "download"
     fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    # Full-width solidi decompose to path separators; the fallback must stay a base name too.
+    fallback = fallback.replace("/", "_").replace("\\", "_")
     fallback = fallback.replace("\\", "\\\\").replace('"', '\\"') or "download"
     value = f'{disposition}; filename="{fallback}"'
     if not name.isascii() or fallback != name:

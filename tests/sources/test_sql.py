@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,15 +33,22 @@ def test_limit_and_parameters(database: Path) -> None:
     assert rows == [("row 7",)]
 
 
-def test_closing_the_generator_closes_the_connection(database: Path) -> None:
+def test_closing_the_generator_closes_the_connection(database: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
     batches = sqlite_table(database, 'odd "name"')
+    assert opened == []  # nothing is opened until the first batch is asked for (in the worker thread)
     next(batches)
-    frame = batches.gi_frame
-    assert frame is not None
-    connection: sqlite3.Connection = frame.f_locals["db"]
+    opened[0].execute("SELECT 1")
     batches.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        connection.execute("SELECT 1")
+        opened[0].execute("SELECT 1")
 
 
 def test_the_source_is_read_only(database: Path) -> None:

@@ -11,7 +11,7 @@ import msgspec
 from chute.encoders.records import Record, columns_of, enc_hook
 from chute.exceptions import EncodeError
 
-# What msgspec raises for a value it cannot encode (enc_hook's NotImplementedError surfaces as TypeError).
+# What msgspec raises for a value it cannot encode (enc_hook raises TypeError too).
 _ENCODE_FAILURES = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 

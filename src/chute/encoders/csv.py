@@ -27,6 +27,10 @@ from chute.exceptions import ConfigurationError, EncodeError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
+# What JSON writes outside strings (numbers, literals, structure). A delimiter among these could sit unquoted in a
+# bare cell such as ``1.5`` or ``true``, which the fast path cannot see; such delimiters take the slow path.
+_JSON_BARE = b"0123456789+-.eEtrufalsn[]{}:"
+
 
 class CSVEncoder(Encoder):
     """Encodes records as CSV rows.
@@ -85,6 +89,8 @@ class CSVEncoder(Encoder):
     def _fast(self, rows: Sequence[Row]) -> bytes | None:
         width = len(rows[0])
         if width < 2:  # an empty single field would be a blank line, which readers skip; csv.writer quotes it
+            return None
+        if self._delimiter in _JSON_BARE:
             return None
         raw = self._encode_or_locate(self._json.encode_lines, rows)
         count = len(rows)

@@ -28,7 +28,8 @@ def enc_hook(obj: Any) -> Any:
     """Teach msgspec the types it does not know natively, so every format encodes them the same way."""
     if isinstance(obj, pydantic.BaseModel):
         return obj.model_dump()
-    raise NotImplementedError(f"cannot encode objects of type {type(obj).__name__}")
+    # TypeError, as msgspec raises for types it rejects itself: it passes a hook's exception through unchanged.
+    raise TypeError(f"cannot encode objects of type {type(obj).__name__}")
 
 
 def columns_of(record: Record) -> tuple[str, ...] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import posixpath
 import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -125,7 +126,9 @@ class RecordStream(Response):
         if self.fixed is None:
             headers.append((b"vary", b"Accept"))
         if self.filename is not None:
-            name = self.filename if "." in self.filename else f"{self.filename}.{fmt.extension(media_type)}"
+            # Only the base name is sent, so only its own dot counts as an extension (not one in "../").
+            base = posixpath.basename(self.filename.replace("\\", "/"))
+            name = self.filename if "." in base else f"{self.filename}.{fmt.extension(media_type)}"
             headers.append((b"content-disposition", content_disposition(name).encode("latin-1")))
         return {"type": "http.response.start", "status": self.status_code, "headers": headers}
 
@@ -170,12 +173,12 @@ class RecordStream(Response):
             # Failures are raised after the group exits, so callers see them bare, not in an ExceptionGroup.
             try:
                 await self._pump(scope, receive, send, batcher, encoder, start)
-            except OSError:  # ASGI 2.4 servers raise on send after the client left
-                self.outcome = "client left"
-            except TimeoutError:
+            except TimeoutError:  # before OSError, of which it is a subclass
                 self.outcome = "send timeout"
                 failure = SendTimeout(f"the client read nothing for {self.send_timeout} s", index=self.records_sent)
                 logger.warning("%s", failure)
+            except OSError:  # ASGI 2.4 servers raise on send after the client left
+                self.outcome = "client left"
             except StreamAborted as exc:
                 failure = exc
             group.cancel_scope.cancel()
@@ -248,7 +251,8 @@ class _Sender:
 
     async def start(self) -> None:
         self.started = True
-        await self._send(self._start)
+        with anyio.fail_after(self.timeout):
+            await self._send(self._start)
 
     async def body(self, data: bytes, *, more: bool) -> None:
         if not self.started:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -22,7 +22,7 @@ async def ordered_map(
     jobs: Iterable[tuple[Any, ...]],
     *,
     in_flight: int,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """``function(*job)`` for each job, computed in ``pool``, yielded in job order as each completes."""
     pending: collections.deque[concurrent.futures.Future[T]] = collections.deque()
     try:

@@ -9,7 +9,7 @@ resumed by another worker thread later, one hop at a time, hence ``check_same_th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def quote_identifier(name: str) -> str:
 
 def sqlite_batches(
     path: Path, query: str, parameters: Sequence[Any] = (), *, fetch_size: int = FETCH_SIZE
-) -> Iterator[list[tuple[Any, ...]]]:
+) -> Generator[list[tuple[Any, ...]], None, None]:
     """Batches of rows of a parameterized read-only ``query`` on the SQLite file at ``path``."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
@@ -39,7 +39,7 @@ def sqlite_batches(
 
 def sqlite_table(
     path: Path, table: str, *, order_by: str = "rowid", limit: int | None = None
-) -> Iterator[list[tuple[Any, ...]]]:
+) -> Generator[list[tuple[Any, ...]], None, None]:
     """Batches of a whole table in a stable order; ``table`` and ``order_by`` must come from an allowlist."""
     query = f"SELECT * FROM {quote_identifier(table)} ORDER BY {quote_identifier(order_by)} LIMIT ?"
     return sqlite_batches(path, query, (-1 if limit is None else limit,))
