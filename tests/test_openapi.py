@@ -1,5 +1,8 @@
+from __future__ import annotations
+
 import dataclasses
 import datetime
+import json
 from typing import Any
 
 import fastapi
@@ -99,3 +102,27 @@ def test_app_openapi_shows_the_stream(item: type) -> None:
     assert_order_schema(content["text/csv"]["itemSchema"])
     assert_order_schema(content["application/json"]["schema"]["items"])
     assert "406" in operation["responses"]
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+
+
+class Nested(pydantic.BaseModel):
+    id: int
+    lines: list[Line]
+    parent: Nested | None = None
+
+
+def test_nested_models_are_inlined_so_no_reference_dangles() -> None:
+    schema = item_schema(Nested)
+    text = json.dumps(schema)
+    assert "$defs" not in text
+    assert "$ref" not in text
+    assert schema["properties"]["lines"]["items"]["properties"]["sku"]["type"] == "string"
+    assert {"type": "object", "description": "Nested (recursive)"} in schema["properties"]["parent"]["anyOf"]
+
+
+def test_the_description_names_a_fixed_format() -> None:
+    assert "CSV" in stream_responses(Line, formats=("csv",))[200]["description"]
+    assert "Accept" in stream_responses(Line)[200]["description"]

@@ -26,29 +26,50 @@ def item_schema(item: Any) -> dict[str, Any]:
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    # Both libraries put a flat record's schema behind a $ref into $defs; openapi.json has no room for $defs at the
-    # top of a response, so the one referenced definition is inlined.
-    defs = schema.pop("$defs", {})
-    ref = schema.get("$ref", "")
-    if ref.startswith("#/$defs/") and len(defs) == 1:
-        return dict(defs[ref.removeprefix("#/$defs/")])
-    if defs:
-        schema["$defs"] = defs
-    return schema
+    """The schema with every ``#/$defs/...`` reference replaced by its definition.
+
+    Both libraries put model schemas in ``$defs``; inside openapi.json such a reference would resolve against the
+    document root and point nowhere, so definitions are inlined. A recursive model cannot be inlined; its
+    recursion is described as a plain object.
+    """
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any, seen: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [resolve(value, seen) for value in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                return {"type": "object", "description": f"{name} (recursive)"}
+            return resolve(defs[name], seen | {name})
+        return {key: resolve(value, seen) for key, value in node.items()}
+
+    resolved: dict[str, Any] = resolve(schema, frozenset())
+    return resolved
 
 
 def stream_responses(
     item: Any,
     *,
     formats: Sequence[str] = ("ndjson", "json", "csv"),
-    description: str = "A stream of records; the format follows `Accept` or the `format` query parameter.",
+    description: str | None = None,
     end_record: bool = False,
     status_code: int = 200,
 ) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` argument for a path operation that returns a :class:`~chute.RecordStream`.
 
-    ``@app.get("/orders", responses=stream_responses(Order))``
+    ``@app.get("/orders", response_class=RecordStream, responses=stream_responses(Order))``: with
+    ``response_class=RecordStream`` FastAPI adds no default ``application/json`` entry of its own.
     """
+    if description is None:
+        description = (
+            "A stream of records, one format negotiated by `Accept`."
+            if len(formats) > 1
+            else f"A stream of records as {lookup(formats[0])[0].name.upper()}."
+        )
     schema = item_schema(item)
     content: dict[str, Any] = {}
     for name in formats:
