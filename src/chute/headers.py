@@ -16,9 +16,9 @@ def content_disposition(filename: str, *, disposition: str = "attachment") -> st
     """
     name = _CONTROL.sub("", posixpath.basename(filename.replace("\\", "/"))) or "download"
     fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    # Full-width solidi decompose to path separators; the fallback must stay a base name too.
-    fallback = fallback.replace("/", "_").replace("\\", "_")
-    fallback = fallback.replace("\\", "\\\\").replace('"', '\\"') or "download"
+    # Full-width solidi decompose to path separators; the fallback must stay a base name too. With backslashes
+    # gone, the quoted-string needs only its quotes escaped.
+    fallback = fallback.replace("/", "_").replace("\\", "_").replace('"', '\\"') or "download"
     value = f'{disposition}; filename="{fallback}"'
     if not name.isascii() or fallback != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"
