@@ -56,8 +56,8 @@ class CSVEncoder(Encoder):
             raise ConfigurationError(f"CSV delimiter must be one ASCII character other than quote/CR/LF: {delimiter!r}")
         self.delimiter = delimiter
         self._delimiter = delimiter.encode()
-        # The fast path's last pass: drops JSON's quotes, restores protected quotes and commas, sets the delimiter.
-        self._table = bytes.maketrans(b"\x00\x01,", b'",' + self._delimiter)
+        # The fast path's last pass (see _fast): protected quote and comma back, ']' to CR, ',' to the delimiter.
+        self._table = bytes.maketrans(b"\x00\x01],", b'",\r' + self._delimiter)
         self.bom = bom
         self.header = header
         self._started = False
@@ -94,15 +94,18 @@ class CSVEncoder(Encoder):
             return None
         raw = self._encode_or_locate(self._json.encode_lines, rows)
         count = len(rows)
-        # No escape means no string holds a quote, CR, LF or control character; one bracket per row and no brace
-        # means no nested values. Then every '"' delimits a string and unquoted text is numbers and literals.
-        if b"\\" in raw or b"{" in raw or raw.count(b"[") != count:
+        # No escape means no string holds a quote, CR, LF or control character; one bracket of each kind per row and
+        # no brace mean no nested values and no bracket inside a string. Then every '"' delimits a string, every
+        # '[' opens a row and every ']' closes one, and unquoted text is numbers and literals.
+        if b"\\" in raw or b"{" in raw or raw.count(b"[") != count or raw.count(b"]") != count:
             return None
         delimiter = self._delimiter
         if raw.count(b",") != count * (width - 1) or (delimiter != b"," and delimiter in raw):
             raw = self._protect(raw, width - 1)
-        text = raw.replace(b",null", b",").replace(b"[null", b"[").translate(self._table, b'"')
-        return text[1:-2].replace(b"]\n[", b"\r\n") + b"\r\n"
+        if b"null" in raw:
+            raw = raw.replace(b",null", b",").replace(b"[null", b"[")
+        # One pass: drop quotes and '[', turn ']' + LF into CRLF, restore protected bytes, set the delimiter.
+        return raw.translate(self._table, b'["')
 
     def _protect(self, raw: bytes, separators: int) -> bytes:
         """Rewrite the lines whose strings hold a comma or the delimiter so the global passes cannot harm them:

@@ -65,13 +65,16 @@ def row_getter(record: Record, columns: Sequence[str]) -> Getter | None:
     return _single(getter) if len(columns) == 1 else getter
 
 
-def as_rows(batch: Sequence[Record], columns: Sequence[str], *, offset: int) -> list[Row]:
+def as_rows(batch: Sequence[Record], columns: Sequence[str], *, offset: int) -> Sequence[Row]:
     """The batch as rows of cells in ``columns`` order; ``offset`` is the index of its first record."""
     getter = row_getter(batch[0], columns)
-    try:
-        rows: list[Row] = list(batch) if getter is None else list(map(getter, batch))
-    except (KeyError, AttributeError, TypeError):
-        rows = [_row_or_fail(record, columns, offset + i) for i, record in enumerate(batch)]
+    if getter is not None:
+        try:
+            return list(map(getter, batch))  # a getter of len(columns) names: every row has the header's width
+        except (KeyError, AttributeError, TypeError):
+            rows: Sequence[Row] = [_row_or_fail(record, columns, offset + i) for i, record in enumerate(batch)]
+    else:
+        rows = batch
     width = len(columns)
     if set(map(len, rows)) != {width}:
         index = next(i for i, row in enumerate(rows) if len(row) != width)

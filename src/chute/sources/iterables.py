@@ -39,8 +39,12 @@ class Batcher:
     """The list of records between one producer and one consumer, with backpressure and a latency deadline."""
 
     def __init__(self, limit: int, max_latency: float) -> None:
+        # One list for the whole stream, emptied in place by take(), so producers may hold it in a local.
         self.items: list[Record] = []
         self.limit = max(1, limit)
+        #: The length at which a producer must call :meth:`arrived`: 1 while the list is empty (to start the
+        #: latency clock), then ``limit`` (to wait for room). One comparison per record on the hot path.
+        self.threshold = 1
         self.max_latency = max_latency
         self.done = False
         self.error: Exception | None = None
@@ -57,7 +61,17 @@ class Batcher:
     def started(self) -> None:
         """The list went from empty to non-empty: start its latency clock and let the consumer see it."""
         self._first_at = time.monotonic()
+        self.threshold = self.limit
         self._wake.set()
+
+    async def arrived(self) -> None:
+        """The list reached :attr:`threshold`: start the latency clock, or wait for room when it is full."""
+        if self._first_at is None:
+            self.started()
+        elif len(self.items) < self.limit:
+            self.threshold = self.limit  # the consumer raised the limit since the clock started
+        if len(self.items) >= self.limit:
+            await self.full()
 
     async def full(self) -> None:
         """Wait until the consumer has taken the list (backpressure)."""
@@ -87,8 +101,10 @@ class Batcher:
             self._wake = anyio.Event()
             with anyio.move_on_after(remaining):
                 await self._wake.wait()
-        items, self.items = self.items, []
+        items = self.items[:]
+        self.items.clear()
         self._first_at = None
+        self.threshold = 1
         self._room.set()
         return items
 
@@ -110,23 +126,17 @@ async def produce(source: Source, batcher: Batcher, *, batched: bool = False) ->
 async def _produce_async(source: AsyncIterable[Any], batcher: Batcher, batched: bool) -> None:
     iterator = aiter(source)
     try:
+        items = batcher.items
         if batched:
             async for batch in iterator:
-                items = batcher.items
-                was_empty = not items
                 items.extend(batch)
-                if was_empty and items:
-                    batcher.started()
-                if len(items) >= batcher.limit:
-                    await batcher.full()
+                if len(items) >= batcher.threshold:
+                    await batcher.arrived()
         else:
             async for record in iterator:
-                items = batcher.items
                 items.append(record)
-                if len(items) == 1:
-                    batcher.started()
-                if len(items) >= batcher.limit:
-                    await batcher.full()
+                if len(items) >= batcher.threshold:
+                    await batcher.arrived()
     finally:
         await aclose_quietly(iterator)
 
@@ -171,9 +181,8 @@ MIN_POLL = 0.001
 
 def _deliver(batcher: Batcher, records: list[Any]) -> None:
     if records:
-        items = batcher.items
-        was_empty = not items
-        items.extend(records)
+        was_empty = not batcher.items
+        batcher.items.extend(records)
         if was_empty:
             batcher.started()
 
