@@ -37,6 +37,7 @@ from chute.exceptions import ConfigurationError, EncodeError, HTTPError, SendTim
 from chute.formats import Format, lookup, negotiate
 from chute.headers import content_disposition
 from chute.problems import problem, problem_response
+from chute.responses.sending import Sender, cancel_on_disconnect
 from chute.sources.iterables import Batcher, Source, aclose_quietly, produce
 
 logger = logging.getLogger("chute")
@@ -161,14 +162,7 @@ class RecordStream(Response):
         batcher = Batcher(FIRST_BATCH, self.max_latency)
         failure: StreamAborted | None = None
         async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                self.outcome = "client left"
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
             group.start_soon(functools.partial(produce, self.source, batcher, batched=self.batched))
             # Failures are raised after the group exits, so callers see them bare, not in an ExceptionGroup.
             try:
@@ -182,6 +176,8 @@ class RecordStream(Response):
             except StreamAborted as exc:
                 failure = exc
             group.cancel_scope.cancel()
+        if self.outcome == "pending":  # the pump neither finished nor failed: the watcher cancelled it
+            self.outcome = "client left"
         if self.outcome == "client left":
             logger.info("client left after %d records", self.records_sent)
         if failure is not None:
@@ -191,7 +187,7 @@ class RecordStream(Response):
         self, scope: Scope, receive: Receive, send: Send, batcher: Batcher, encoder: Encoder, start: Message
     ) -> None:
         chunker = Chunker(self.chunk_size, self.max_latency)
-        sender = _Sender(send, start, self.send_timeout)
+        sender = Sender(send, start, self.send_timeout)
         # The first wait is bounded even with nothing pending, so the headers of a slow stream go out promptly.
         headers_due: float | None = time.monotonic() + self.max_latency
         while True:
@@ -238,24 +234,3 @@ class RecordStream(Response):
             self.records_sent = encoder.count
         logger.error("stream aborted after %d records: %s", self.records_sent, failure, exc_info=failure)
         raise StreamAborted(str(failure), index=self.records_sent) from failure
-
-
-class _Sender:
-    """Sends the headers once, then body chunks, each within the send deadline (``TimeoutError`` past it)."""
-
-    def __init__(self, send: Send, start: Message, timeout: float | None) -> None:
-        self._send = send
-        self._start = start
-        self.timeout = timeout
-        self.started = False
-
-    async def start(self) -> None:
-        self.started = True
-        with anyio.fail_after(self.timeout):
-            await self._send(self._start)
-
-    async def body(self, data: bytes, *, more: bool) -> None:
-        if not self.started:
-            await self.start()
-        with anyio.fail_after(self.timeout):
-            await self._send({"type": "http.response.body", "body": data, "more_body": more})
