@@ -18,7 +18,7 @@ from chute.exceptions import (
     StreamAborted,
 )
 from chute.openapi import stream_responses
-from chute.responses import RecordStream
+from chute.responses import FileStream, RecordStream
 
 __all__ = [
     "CSVEncoder",
@@ -27,6 +27,7 @@ __all__ = [
     "ConfigurationError",
     "EncodeError",
     "Encoder",
+    "FileStream",
     "HTTPError",
     "JSONArrayEncoder",
     "NDJSONEncoder",

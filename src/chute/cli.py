@@ -23,6 +23,10 @@ def serve(
     data: Annotated[
         Path | None, typer.Option(help="Folder of the embedded dataset, created on first start [env CHUTE_DATA].")
     ] = None,
+    files: Annotated[
+        Path | None,
+        typer.Option(help="Folder served by /download-file [env CHUTE_FILES, default <data>/files with samples]."),
+    ] = None,
     rows: Annotated[
         int | None, typer.Option(help="Rows of the generated orders table [env CHUTE_ROWS, default 1000000].")
     ] = None,
@@ -35,7 +39,7 @@ def serve(
     from chute.service.app import create_app
     from chute.service.settings import Settings
 
-    given = {"host": host, "port": port, "data": data, "rows": rows, "log_level": log_level}
+    given = {"host": host, "port": port, "data": data, "files": files, "rows": rows, "log_level": log_level}
     try:
         # Flags win over CHUTE_* variables; validating the merge checks both alike.
         overrides = {name: value for name, value in given.items() if value is not None}

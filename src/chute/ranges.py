@@ -80,7 +80,7 @@ def parse_range(header: str | None, size: int) -> list[ByteRange] | Unsatisfiabl
                 requested += min(suffix, size)
             continue
         first = _position(first_text, size)
-        last = _position(last_text, size) if last_text else size - 1
+        last = _position(last_text, size) if last_text else max(size - 1, first or 0)
         if first is None or last is None or last < first:
             return None
         if first < size:

@@ -1,5 +1,6 @@
 """ASGI responses: one per kind of stream."""
 
+from chute.responses.files import FileStream
 from chute.responses.records import RecordStream
 
-__all__ = ["RecordStream"]
+__all__ = ["FileStream", "RecordStream"]

@@ -15,11 +15,14 @@ from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import Response
 
 from chute import __version__
+from chute.digests import DigestCache
 from chute.exceptions import HTTPError, NotFound
 from chute.openapi import stream_responses
 from chute.problems import problem_response
+from chute.ranges import http_date
 from chute.responses import RecordStream
-from chute.service import dataset
+from chute.responses.files import FileStream, etag_of
+from chute.service import dataset, samples
 from chute.service.settings import Settings
 from chute.service.work import compute_batch
 from chute.sources.batches import ordered_map
@@ -53,6 +56,14 @@ class JSONLine(pydantic.BaseModel):
 class BatchResult(pydantic.BaseModel):
     id: int
     value: float
+
+
+class FileInfo(pydantic.BaseModel):
+    name: str
+    size: int
+    etag: str
+    last_modified: str
+    url: str
 
 
 class DatasetInfo(pydantic.BaseModel):
@@ -93,10 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.batch_workers, mp_context=multiprocessing.get_context("forkserver")
         )
         app.state.pool = pool
+        if settings.files is None:
+            await anyio.to_thread.run_sync(samples.ensure, settings.files_folder)
+        digests = DigestCache()
+        app.state.digests = digests
         try:
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            digests.close()
 
     app = FastAPI(
         title="chute reference service",
@@ -199,5 +215,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         table = found[name]
         source = sqlite_table(request.app.state.dataset_path, table.name, limit=limit)
         return stream(source, format=format, columns=table.columns, batched=True, filename=table.name)
+
+    @app.get("/files/", tags=["files"])
+    async def files(request: Request) -> list[FileInfo]:
+        """The files on offer, with their sizes and ETags (the validators a resuming client sends back)."""
+        found = await anyio.to_thread.run_sync(samples.listing, settings.files_folder)
+        return [
+            FileInfo(
+                name=name,
+                size=stat.st_size,
+                etag=etag_of(stat),
+                last_modified=http_date(int(stat.st_mtime)),
+                url=str(request.url_for("download_file", filename=name)),
+            )
+            for name, stat in found
+        ]
+
+    @app.api_route(
+        "/download-file/{filename:path}",
+        methods=["GET", "HEAD"],
+        name="download_file",
+        tags=["files"],
+        response_class=FileStream,
+        responses={
+            200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
+            206: {"description": "The requested range(s); several as multipart/byteranges."},
+            304: {"description": "Not modified (If-None-Match / If-Modified-Since)."},
+            404: {"description": "No such file, or a name that would leave the files folder (problem JSON)."},
+            412: {"description": "If-Match / If-Unmodified-Since failed (problem JSON)."},
+            416: {"description": "No requested range is satisfiable; Content-Range gives the size."},
+        },
+    )
+    async def download_file(request: Request, filename: str) -> FileStream:
+        """A file of the files folder, with ranges, conditional requests and resumable downloads."""
+        return FileStream(
+            filename,
+            root=settings.files_folder,
+            cache_control=settings.cache_control,
+            send_timeout=settings.send_timeout,
+            digests=request.app.state.digests,
+        )
 
     return app

@@ -18,9 +18,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data: Path = Field(Path("data"), description="Folder of the embedded SQLite dataset, created on first start.")
+    files: Path | None = Field(
+        None, description="Folder served by /download-file; default: <data>/files, created with sample files."
+    )
     rows: int = Field(1_000_000, ge=0, le=100_000_000, description="Rows of the generated `orders` table.")
     chunk_size: int = Field(DEFAULT_TARGET, ge=1024, le=16 * 1024 * 1024)
     max_latency: float = Field(DEFAULT_MAX_LATENCY, gt=0, le=10)
     send_timeout: float = Field(60.0, gt=0, description="Seconds a client may read nothing before it is cut.")
     batch_workers: int = Field(2, ge=1, le=64, description="Processes that compute /stream-batches.")
+    cache_control: str | None = Field("public, max-age=60", description="Cache-Control of file downloads.")
     log_level: str = "info"
+
+    @property
+    def files_folder(self) -> Path:
+        return self.files if self.files is not None else self.data / "files"
