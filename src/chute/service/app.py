@@ -236,6 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         methods=["GET", "HEAD"],
         name="download_file",
         tags=["files"],
+        status_code=200,  # FastAPI reads the default status from the response class, which has none to give
         response_class=FileStream,
         responses={
             200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
