@@ -18,8 +18,9 @@ def content_disposition(filename: str, *, disposition: str = "attachment") -> st
     fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     # Full-width solidi decompose to path separators; the fallback must stay a base name too. With backslashes
     # gone, the quoted-string needs only its quotes escaped.
-    fallback = fallback.replace("/", "_").replace("\\", "_").replace('"', '\\"') or "download"
-    value = f'{disposition}; filename="{fallback}"'
-    if not name.isascii() or fallback != name:
+    fallback = fallback.replace("/", "_").replace("\\", "_") or "download"
+    escaped = fallback.replace('"', '\\"')
+    value = f'{disposition}; filename="{escaped}"'
+    if fallback != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"
     return value

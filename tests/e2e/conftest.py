@@ -1,30 +1,21 @@
-"""Real servers for end-to-end tests: the reference service as a subprocess, and any app on uvicorn in a thread."""
+"""The reference service as a subprocess, for end-to-end tests (``serve_app`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
+
+from tests.conftest import free_port
 
 SERVICE_ROWS = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_healthy(base_url: str, deadline: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -82,30 +73,3 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@pytest.fixture
-def serve_app() -> Iterator[Callable[[ASGIApp], str]]:
-    """Serve an ASGI app on a real uvicorn (uvloop, httptools) in a thread; returns its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: ASGIApp) -> str:
-        port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
