@@ -27,7 +27,7 @@ def test_help_lists_serve_and_its_flags() -> None:
         assert flag in result.stdout
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--rows", "-5"), ("--port", "70000")])
+@pytest.mark.parametrize(("flag", "value"), [("--rows", "-5"), ("--port", "70000"), ("--server", "apache")])
 def test_serve_rejects_out_of_range_settings_clearly(flag: str, value: str) -> None:
     result = runner.invoke(app, ["serve", flag, value])
     assert result.exit_code == 2

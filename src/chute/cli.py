@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pydantic
 import typer
 from rich.console import Console
 
 from chute.__about__ import __version__
+
+if TYPE_CHECKING:
+    from chute.service.settings import Settings
 
 app = typer.Typer(help="chute: large HTTP responses, done right.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -31,6 +35,7 @@ def serve(
         int | None, typer.Option(help="Rows of the generated orders table [env CHUTE_ROWS, default 1000000].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    server: Annotated[str | None, typer.Option(help="uvicorn or granian [env CHUTE_SERVER, default uvicorn].")] = None,
 ) -> None:
     """Run the reference service (FastAPI on uvicorn with uvloop and httptools)."""
     import uvicorn
@@ -39,7 +44,15 @@ def serve(
     from chute.service.app import create_app
     from chute.service.settings import Settings
 
-    given = {"host": host, "port": port, "data": data, "files": files, "rows": rows, "log_level": log_level}
+    given = {
+        "host": host,
+        "port": port,
+        "data": data,
+        "files": files,
+        "rows": rows,
+        "log_level": log_level,
+        "server": server,
+    }
     try:
         # Flags win over CHUTE_* variables; validating the merge checks both alike.
         overrides = {name: value for name, value in given.items() if value is not None}
@@ -54,6 +67,9 @@ def serve(
         path = dataset.ensure(settings.data, settings.rows)
     console.print(f"dataset: [bold]{path}[/]")
     console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/]  (docs at /docs)")
+    if settings.server == "granian":
+        _serve_granian(settings)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -62,6 +78,24 @@ def serve(
         http="httptools",
         log_level=settings.log_level,
     )
+
+
+def _serve_granian(settings: Settings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    # granian builds the app in its worker process, which reads the settings back from the environment.
+    os.environ.update(settings.environment())
+    Granian(
+        "chute.service.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        log_level=LogLevels(settings.log_level),
+    ).serve()
 
 
 @app.command()

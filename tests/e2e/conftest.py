@@ -41,25 +41,13 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    data = tmp_path_factory.mktemp("data")
+@contextlib.contextmanager
+def running_service(data: Path, *extra: str) -> Iterator[Service]:
+    """``chute serve`` on a free port over ``data``, with ``extra`` flags; stopped on exit."""
     log_path = data / "server.log"
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "chute",
-        "serve",
-        "--port",
-        str(port),
-        "--data",
-        str(data),
-        "--rows",
-        str(SERVICE_ROWS),
-        "--log-level",
-        "info",
-    ]
+    command = [sys.executable, "-m", "chute", "serve", "--port", str(port), "--data", str(data)]
+    command += ["--rows", str(SERVICE_ROWS), "--log-level", "info", *extra]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     base_url = f"http://127.0.0.1:{port}"
@@ -73,3 +61,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("data")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def granian_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("data"), "--server", "granian") as running:
+        yield running

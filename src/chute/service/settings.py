@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHUTE_", extra="ignore")
 
+    server: Literal["uvicorn", "granian"] = Field(
+        "uvicorn", description="uvicorn (uvloop, httptools) or granian (sends whole files itself: pathsend)."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data: Path = Field(Path("data"), description="Folder of the embedded SQLite dataset, created on first start.")
@@ -32,3 +36,11 @@ class Settings(BaseSettings):
     @property
     def files_folder(self) -> Path:
         return self.files if self.files is not None else self.data / "files"
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``CHUTE_*`` variables, for server processes that build the app themselves."""
+        return {
+            f"CHUTE_{name.upper()}": str(value)
+            for name, value in self.model_dump(mode="json").items()
+            if value is not None
+        }
