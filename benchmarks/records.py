@@ -17,41 +17,30 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from importlib import metadata
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import uvloop
-from rich.console import Console
 from rich.table import Table
 
-from benchmarks import apps
+from benchmarks import apps, common
+from benchmarks.common import HOST, MB, MiB, RssSampler, Say, Server, Target, console_and_say, free_port, targets_table
 from chute import CSVEncoder, Encoder, NDJSONEncoder
 from chute.chunker import DEFAULT_TARGET
 from chute.responses.records import FIRST_BATCH, MAX_BATCH
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-MB = 1_000_000
-MiB = 1 << 20
 SLOW = ("seed", "fastapi")
 """Contenders that take seconds per million rows: the ones ``--slow-rows`` may run on fewer rows."""
 WARMUP_ROWS = 10_000
-RSS_INTERVAL = 0.01
 
 
 # -- targets
@@ -195,117 +184,16 @@ def fetch_httpx(port: int, path: str) -> Fetch:
         return Fetch(wall, ttfb, body_bytes, lines, time.thread_time() - cpu0)
 
 
-# -- the server and its memory
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """One contender app in its own uvicorn process."""
-
-    def __init__(self, contender: str, log_dir: Path) -> None:
-        self.contender = contender
-        self.port = free_port()
-        self.log_path = log_dir / f"{contender}-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.apps", contender, str(self.port)],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.ps = psutil.Process(self.process.pid)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.contender} server exited: {self.log_path.read_text(errors='replace')}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=1) as sock:
-                sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-                if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.contender} server did not start")
-
-    def rss(self) -> int:
-        rss: int = self.ps.memory_info().rss
-        return rss
-
-    def idle_rss(self) -> int:
-        """Resident memory at rest: the median of a few samples, once the last response has settled."""
-        time.sleep(0.2)
-        samples = []
-        for _ in range(5):
-            samples.append(self.rss())
-            time.sleep(RSS_INTERVAL)
-        return int(statistics.median(samples))
-
-    def reset_peak(self) -> bool:
-        """Reset the kernel's high-water mark of the server's RSS (``VmHWM``), where Linux allows it."""
-        try:
-            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
-        except OSError:
-            return False
-        return True
-
-    def kernel_peak(self) -> int | None:
-        """``VmHWM``: the exact peak RSS since the last reset, catching spikes between two samples."""
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+# -- the server
 
 
 @contextlib.contextmanager
 def running(contender: str, log_dir: Path) -> Iterator[Server]:
-    server = Server(contender, log_dir)
-    try:
-        server.wait_ready()
+    """One contender app in its own uvicorn process."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.apps", contender, str(port)]
+    with common.running(contender, command, log_dir, port=port) as server:
         yield server
-    finally:
-        server.stop()
-
-
-class RssSampler:
-    """Samples the server's RSS every ~10 ms in a thread while a request runs; ``peak`` is the largest seen."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.server.rss())
-            self._stop.wait(RSS_INTERVAL)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # -- one measured case
@@ -483,24 +371,12 @@ def anchor(contender: str, fmt: str, rows: int) -> tuple[float, int]:
 # -- the run
 
 
-Say = Callable[[str], None]
-
-
 @dataclasses.dataclass
 class Scenario:
     name: str
     fmt: str
     rows: int
     contenders: tuple[str, ...]
-
-
-@dataclasses.dataclass
-class Target:
-    name: str
-    goal: str
-    value: str
-    passed: bool | None
-    """``None`` when the run did not measure what the target needs."""
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -656,30 +532,10 @@ def results_table(results: Sequence[Result]) -> Table:
     return table
 
 
-def targets_table(checks: Sequence[Target]) -> Table:
-    table = Table(title="Targets")
-    table.add_column("target")
-    table.add_column("goal", justify="right")
-    table.add_column("measured", justify="right")
-    table.add_column("result")
-    for check in checks:
-        verdict = "[green]PASS[/]" if check.passed else "[yellow]n/a[/]" if check.passed is None else "[red]FAIL[/]"
-        table.add_row(check.name, check.goal, check.value, verdict)
-    return table
-
-
 def environment() -> dict[str, Any]:
-    versions = {}
-    for name in ("chute", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "msgspec", "pydantic"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "versions": versions,
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
+    return common.environment(
+        ("chute", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "msgspec", "pydantic")
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -711,11 +567,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured output: rich would wrap the wide table to 80 columns and clip every cell.
-        console = Console(width=220)
-    say: Say = console.print if console.is_terminal else lambda text: print(text, flush=True)
+    console, say = console_and_say()
     started = time.monotonic()
     client = f"reads of >= {LOW_WATER // 1024} KiB" if args.lazy_client else "eager reads, as curl"
     say(f"chute benchmark: {args.rows:,} rows, {args.big_rows:,} big rows, {os.cpu_count()} CPUs, client {client}")

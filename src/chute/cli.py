@@ -1,4 +1,4 @@
-"""The ``chute`` command line: ``chute serve`` runs the reference service."""
+"""The ``chute`` command line: ``chute serve`` runs the reference service, ``chute get`` downloads resumably."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from rich.console import Console
 from chute.__about__ import __version__
 
 if TYPE_CHECKING:
+    import httpx
+    from rich.progress import TaskID
+
     from chute.service.settings import Settings
 
 app = typer.Typer(help="chute: large HTTP responses, done right.", no_args_is_help=True, add_completion=False)
@@ -96,6 +99,126 @@ def _serve_granian(settings: Settings) -> None:
         loop=Loops.uvloop,
         log_level=LogLevels(settings.log_level),
     ).serve()
+
+
+@app.command()
+def get(
+    url: Annotated[str, typer.Argument(help="The URL to download.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write, or a folder to write into [default: the name the server suggests, else the "
+            "URL's last segment, in the current folder].",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary; errors only.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace the file if it exists.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait to connect, or for the next bytes.")] = 30.0,
+) -> None:
+    """Download URL, resumably: after any interruption, the same command continues where it stopped."""
+    import httpx
+    from rich.markup import escape
+
+    from chute.client import download
+    from chute.exceptions import ClientError
+
+    def fail(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+        return typer.Exit(1)
+
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
+        path = _output_path(client, url, output)
+        if path.exists() and not force:
+            raise fail(f"{path} exists; --force replaces it")
+        bar = _ProgressBar(path.name, quiet)
+        try:
+            with bar:
+                result = download(url, path, client=client, progress=bar)
+        except ClientError as exc:
+            raise fail(str(exc)) from None
+        except OSError as exc:
+            raise fail(f"{path}: {exc.strerror or exc}") from None
+        except KeyboardInterrupt:
+            console.print(f"interrupted: {path}.part kept; the same command resumes the download", soft_wrap=True)
+            raise typer.Exit(130) from None
+    if not quiet:
+        notes = [f"{result.size:,} bytes"]
+        if result.resumed_from:
+            notes.append(f"resumed at {result.resumed_from:,}")
+        if result.restart_reason:
+            notes.append(f"started over: {result.restart_reason}")
+        if result.digest_verified and result.digest:
+            notes.append(f"{result.digest.partition('=')[0]} verified")
+        console.print(f"saved [bold]{escape(str(path))}[/] ({escape(', '.join(notes))})", soft_wrap=True)
+
+
+def _output_path(client: httpx.Client, url: str, output: Path | None) -> Path:
+    """``output``, or the server's suggested name (a plain name, never a path) in ``output`` or the current
+    folder. A HEAD request asks for the name; without an answer the URL gives it."""
+    import httpx
+
+    from chute.client import filename_from
+
+    if output is not None and not output.is_dir():
+        return output
+    disposition, where = None, url
+    try:
+        head = client.head(url, headers={"accept-encoding": "identity"})
+    except (httpx.HTTPError, httpx.InvalidURL):
+        pass  # the download itself will report what is wrong
+    else:
+        where = str(head.url)
+        if head.is_success:
+            disposition = head.headers.get("content-disposition")
+    return (output or Path()) / filename_from(disposition, where)
+
+
+class _ProgressBar:
+    """The ``progress`` callback of a download as a rich progress bar (bytes, speed, time left)."""
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.name = name
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.quiet = quiet
+        self.task: TaskID | None = None
+        self.done = 0
+
+    def __enter__(self) -> _ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.task is None:
+            if done and not self.quiet:
+                self.progress.console.print(f"resuming at {done:,} bytes", soft_wrap=True)
+            self.task = self.progress.add_task(self.name, total=total, completed=done)
+        elif done < self.done:  # started over
+            self.progress.reset(self.task, total=total, completed=done)
+        else:
+            self.progress.update(self.task, total=total, completed=done)
+        self.done = done
 
 
 @app.command()

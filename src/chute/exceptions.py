@@ -3,6 +3,10 @@
 The hierarchy::
 
     ChuteError                   base of everything below; never raised itself
+    ├── ClientError              raised by :mod:`chute.client`: a download did not produce the file
+    │   ├── DownloadError        the transfer failed (an error status, a cut connection, a short body); the
+    │   │                        ``.part`` file is kept when it holds bytes worth resuming from
+    │   └── IntegrityError       the finished bytes do not match the server's ``Repr-Digest``; nothing kept
     ├── ConfigurationError       the caller built a stream wrong (bad format name, bad option); a bug, not input
     ├── EncodeError              a record could not be turned into bytes (unsupported type, wrong shape);
     │                            carries the zero-based index of the record in the stream
@@ -19,10 +23,44 @@ Foreign exceptions (msgspec, sqlite3, ...) are translated in the module that cal
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class ChuteError(Exception):
     """Base class of every chute error."""
+
+
+class ClientError(ChuteError):
+    """Base class of the errors of :mod:`chute.client`."""
+
+
+class DownloadError(ClientError):
+    """A download could not be completed.
+
+    ``status`` is the HTTP status that refused it (``None`` for a transport failure or a short body);
+    ``detail`` is the server's explanation (the ``detail`` or ``title`` of a problem JSON body), if any;
+    ``partial`` is the ``.part`` file kept for the next attempt to resume from, ``None`` when nothing was kept.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, detail: str | None = None, partial: Path | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+        self.partial = partial
+
+
+class IntegrityError(ClientError):
+    """The downloaded bytes do not have the digest the server announced in ``Repr-Digest``.
+
+    ``expected`` and ``actual`` are the two digests in ``Repr-Digest`` form (``sha-256=:<base64>:``).
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
 
 
 class ConfigurationError(ChuteError, ValueError):

@@ -29,10 +29,14 @@ def _refuse(name: str) -> NotFound:
 
 def check_name(name: str) -> list[str]:
     """The segments of a relative, harmless file name; :class:`NotFound` for anything else."""
-    if not name or len(name) > 1024 or _CONTROL.search(name) or "\\" in name or _DRIVE.match(name):
+    if not name or len(name) > 1024  or "\\" in name or _DRIVE.match(name):
         raise _refuse(name)
     if name.startswith("/"):
         raise _refuse(name)
+    try:
+        os.fsencode(name)  # a lone surrogate cannot name a file: the OS calls would raise UnicodeEncodeError
+    except UnicodeEncodeError:
+        raise _refuse(name) from None
     segments = name.split("/")
     for segment in segments:
         stripped = segment.rstrip(" .")  # Windows ignores trailing dots and spaces: "..." and ".. " mean ".."

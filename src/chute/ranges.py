@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 MAX_RANGES = 32
@@ -47,7 +47,8 @@ def _position(text: str, size: int) -> int | None:
     the text is not a position at all."""
     if not text or not text.isascii() or not text.isdigit():
         return None
-    return size + 1 if len(text) > MAX_DIGITS else int(text)
+    # Leading zeros are allowed (1*DIGIT) and say nothing of the magnitude.
+    return size + 1 if len(text.lstrip("0")) > MAX_DIGITS else int(text)
 
 
 def parse_range(header: str | None, size: int) -> list[ByteRange] | Unsatisfiable | None:
@@ -64,6 +65,7 @@ def parse_range(header: str | None, size: int) -> list[ByteRange] | Unsatisfiabl
         return None
     ranges: list[ByteRange] = []
     requested = 0
+    empty_suffix = False  # a suffix range of a zero-length file: satisfiable (RFC 9110 §14.1.1), yet no bytes
     for spec in specs.split(","):
         spec = spec.strip(" \t")
         if not spec:
@@ -78,20 +80,23 @@ def parse_range(header: str | None, size: int) -> list[ByteRange] | Unsatisfiabl
             if suffix > 0 and size > 0:
                 ranges.append(ByteRange(max(0, size - suffix), size))
                 requested += min(suffix, size)
-            continue
-        first = _position(first_text, size)
-        last = _position(last_text, size) if last_text else max(size - 1, first or 0)
-        if first is None or last is None or last < first:
-            return None
-        if first < size:
-            stop = min(last, size - 1) + 1
-            ranges.append(ByteRange(first, stop))
-            requested += stop - first
+            elif suffix > 0:
+                empty_suffix = True
+        else:
+            first = _position(first_text, size)
+            last = _position(last_text, size) if last_text else max(size - 1, first or 0)
+            if first is None or last is None or last < first:
+                return None
+            if first < size:
+                stop = min(last, size - 1) + 1
+                ranges.append(ByteRange(first, stop))
+                requested += stop - first
         if requested > MAX_OVERLAP * max(size, 1):
             return None
     if not ranges:
-        # Only a header with at least one well-formed spec gets here; all of them started past the end.
-        return UNSATISFIABLE if specs.strip(" \t,") else None
+        # Only a header with at least one well-formed spec gets here; all of them started past the end, or the
+        # file is empty: a 206 cannot carry zero bytes (``bytes 0--1/0``), so a satisfiable one gets the whole.
+        return UNSATISFIABLE if specs.strip(" \t,") and not empty_suffix else None
     merged = _merge(ranges)
     return None if len(merged) > MAX_RANGES else merged
 
@@ -143,7 +148,8 @@ def parse_http_date(value: str) -> datetime | None:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else None
+    # asctime carries no zone and means GMT; so does "-0000", which the email module reports as no zone.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def http_date(timestamp: float) -> str:

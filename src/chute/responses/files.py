@@ -155,7 +155,8 @@ class FileStream(Response):
         )
         headers = self._base_headers(path, current)
         if answer.status == 304:
-            keep = (b"etag", b"last-modified", b"cache-control", b"content-disposition")
+            # RFC 9110 §15.4.5: the validators and caching headers a 200 would carry, nothing about a body.
+            keep = (b"etag", b"last-modified", b"cache-control", b"vary", b"expires", b"content-location")
             not_modified = [(k, v) for k, v in headers if k in keep]
             await _empty(send, 304, not_modified)
             self.outcome = "complete"
