@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from chute.exceptions import NotFound
@@ -29,7 +30,7 @@ def _refuse(name: str) -> NotFound:
 
 def check_name(name: str) -> list[str]:
     """The segments of a relative, harmless file name; :class:`NotFound` for anything else."""
-    if not name or len(name) > 1024  or "\\" in name or _DRIVE.match(name):
+    if not name or len(name) > 1024 or _CONTROL.search(name) or "\\" in name or _DRIVE.match(name):
         raise _refuse(name)
     if name.startswith("/"):
         raise _refuse(name)
@@ -62,16 +63,17 @@ def open_inside(root: Path, name: str) -> tuple[int, Path]:
     """A read-only descriptor of ``name`` under ``root`` and its real path; :class:`NotFound` otherwise.
 
     The final component is opened with ``O_NOFOLLOW``: its real path was just resolved, so a symlink there means
-    the file was swapped in between; the descriptor's own path is checked as well.
+    the file was swapped in between; the descriptor's own path is checked as well. ``O_NONBLOCK`` keeps a FIFO
+    swapped in at the last moment from blocking the open; it is then refused as not a regular file.
     """
     path = resolve_inside(root, name)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         raise _refuse(name) from None
     try:
         opened = Path(os.readlink(f"/proc/self/fd/{fd}")) if os.path.isdir("/proc/self/fd") else path
-        if not opened.is_relative_to(root.resolve()):
+        if not opened.is_relative_to(root.resolve()) or not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _refuse(name)
     except BaseException:
         os.close(fd)
