@@ -18,6 +18,7 @@ then sees fewer bytes than ``Content-Length``: a truncated transfer, never a com
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -25,7 +26,6 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -34,19 +34,17 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from chute.digests import DigestCache
-from chute.exceptions import ConfigurationError, HTTPError, SendTimeout, StreamAborted
+from chute.exceptions import ConfigurationError, HTTPError, StreamAborted
 from chute.headers import content_disposition
 from chute.paths import open_inside
 from chute.problems import problem, problem_response
 from chute.ranges import ByteRange, Request, Validators, evaluate, http_date
-from chute.responses.sending import Sender, cancel_on_disconnect
+from chute.responses.sending import Outcome, Sender, supervise
 
 logger = logging.getLogger("chute")
 
 FIRST_CHUNK = 64 * 1024
 DEFAULT_CHUNK = 1024 * 1024
-
-Outcome = Literal["pending", "complete", "client left", "error", "send timeout", "refused"]
 
 
 def etag_of(stat: os.stat_result) -> str:
@@ -201,36 +199,9 @@ class FileStream(Response):
             self.bytes_sent = current.size
             self.outcome = "complete"
             return
-        await self._stream(receive, Sender(send, start, self.send_timeout), fd, stat, parts, trailer)
-
-    async def _stream(
-        self,
-        receive: Receive,
-        sender: Sender,
-        fd: int,
-        stat: os.stat_result,
-        parts: Sequence[tuple[bytes, ByteRange]],
-        trailer: bytes,
-    ) -> None:
-        failure: StreamAborted | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
-            try:
-                await self._pump(sender, fd, stat, parts, trailer)
-            except TimeoutError:
-                self.outcome = "send timeout"
-                failure = SendTimeout(f"the client read nothing for {self.send_timeout} s", index=self.bytes_sent)
-                logger.warning("%s: %s", self.name, failure)
-            except OSError:  # ASGI 2.4 servers raise on send after the client left
-                self.outcome = "client left"
-            except StreamAborted as exc:
-                self.outcome = "error"
-                failure = exc
-            group.cancel_scope.cancel()
-        if self.outcome == "pending":
-            self.outcome = "client left"
-        if failure is not None:
-            raise failure
+        sender = Sender(send, start, self.send_timeout)
+        pump = functools.partial(self._pump, sender, fd, stat, parts, trailer)
+        await supervise(self, receive, pump, position=lambda: self.bytes_sent, unit="bytes")
 
     async def _pump(
         self, sender: Sender, fd: int, stat: os.stat_result, parts: Sequence[tuple[bytes, ByteRange]], trailer: bytes

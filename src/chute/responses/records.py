@@ -23,7 +23,6 @@ import logging
 import posixpath
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import anyio
 from starlette.background import BackgroundTask
@@ -33,11 +32,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from chute.chunker import DEFAULT_MAX_LATENCY, DEFAULT_TARGET, Chunker
 from chute.encoders import CSVEncoder, Encoder
-from chute.exceptions import ConfigurationError, EncodeError, HTTPError, SendTimeout, StreamAborted
+from chute.exceptions import ConfigurationError, EncodeError, HTTPError, StreamAborted
 from chute.formats import Format, lookup, negotiate
 from chute.headers import content_disposition
 from chute.problems import problem, problem_response
-from chute.responses.sending import Sender, cancel_on_disconnect
+from chute.responses.sending import Outcome, Sender, supervise
 from chute.sources.iterables import Batcher, Source, aclose_quietly, produce
 
 logger = logging.getLogger("chute")
@@ -48,8 +47,6 @@ END_KEY = "@end"
 FIRST_BATCH = 64
 """Records in the first batch; later batches are sized from the bytes per record seen so far."""
 MAX_BATCH = 65536
-
-Outcome = Literal["pending", "complete", "client left", "error", "send timeout"]
 
 
 class RecordStream(Response):
@@ -137,6 +134,7 @@ class RecordStream(Response):
         try:
             fmt, media_type = self.negotiate(scope)
         except HTTPError as exc:
+            self.outcome = "refused"
             await self._close_source()
             await problem_response(exc)(scope, receive, send)
             return
@@ -160,28 +158,14 @@ class RecordStream(Response):
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, encoder: Encoder, start: Message) -> None:
         batcher = Batcher(FIRST_BATCH, self.max_latency)
-        failure: StreamAborted | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
-            group.start_soon(functools.partial(produce, self.source, batcher, batched=self.batched))
-            # Failures are raised after the group exits, so callers see them bare, not in an ExceptionGroup.
-            try:
-                await self._pump(scope, receive, send, batcher, encoder, start)
-            except TimeoutError:  # before OSError, of which it is a subclass
-                self.outcome = "send timeout"
-                failure = SendTimeout(f"the client read nothing for {self.send_timeout} s", index=self.records_sent)
-                logger.warning("%s", failure)
-            except OSError:  # ASGI 2.4 servers raise on send after the client left
-                self.outcome = "client left"
-            except StreamAborted as exc:
-                failure = exc
-            group.cancel_scope.cancel()
-        if self.outcome == "pending":  # the pump neither finished nor failed: the watcher cancelled it
-            self.outcome = "client left"
-        if self.outcome == "client left":
-            logger.info("client left after %d records", self.records_sent)
-        if failure is not None:
-            raise failure
+        await supervise(
+            self,
+            receive,
+            functools.partial(self._pump, scope, receive, send, batcher, encoder, start),
+            position=lambda: self.records_sent,
+            unit="records",
+            helpers=[functools.partial(produce, self.source, batcher, batched=self.batched)],
+        )
 
     async def _pump(
         self, scope: Scope, receive: Receive, send: Send, batcher: Batcher, encoder: Encoder, start: Message

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, Protocol
+
 import anyio
 from anyio import CancelScope
 from starlette.types import Message, Receive, Send
+
+from chute.exceptions import SendTimeout, StreamAborted
+
+logger = logging.getLogger("chute")
+
+Outcome = Literal["pending", "complete", "client left", "error", "send timeout", "refused"]
+"""How a response ended; "refused" is an answer other than the body (404, 406, 412, 416)."""
 
 
 class Sender:
@@ -40,3 +51,51 @@ async def cancel_on_disconnect(receive: Receive, scope: CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
+
+
+class Supervised(Protocol):
+    """A response whose body :func:`supervise` runs: it says how it ended and how long clients may stall."""
+
+    outcome: Outcome
+    send_timeout: float | None
+
+
+async def supervise(
+    response: Supervised,
+    receive: Receive,
+    pump: Callable[[], Awaitable[None]],
+    *,
+    position: Callable[[], int],
+    unit: str,
+    helpers: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Run ``pump`` (which sends the body) with ``helpers`` beside it until it ends, fails or the client leaves.
+
+    Every task stops when the client disconnects. A stalled client (``TimeoutError`` from :class:`Sender`) becomes
+    :class:`~chute.exceptions.SendTimeout`; a :class:`~chute.exceptions.StreamAborted` from the pump is raised
+    as is. Both are raised after the task group has exited, so callers (and servers) see them bare, not wrapped
+    in an ExceptionGroup; ``position()`` (in ``unit``) says how far the body got.
+    """
+    failure: StreamAborted | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
+        for helper in helpers:
+            group.start_soon(helper)
+        try:
+            await pump()
+        except TimeoutError:  # before OSError, of which it is a subclass
+            response.outcome = "send timeout"
+            failure = SendTimeout(f"the client read nothing for {response.send_timeout} s", index=position())
+            logger.warning("%s (after %d %s)", failure, position(), unit)
+        except OSError:  # ASGI 2.4 servers raise on send after the client left
+            response.outcome = "client left"
+        except StreamAborted as exc:
+            response.outcome = "error"
+            failure = exc
+        group.cancel_scope.cancel()
+    if response.outcome == "pending":  # the pump neither finished nor failed: the watcher cancelled it
+        response.outcome = "client left"
+    if response.outcome == "client left":
+        logger.info("client left after %d %s", position(), unit)
+    if failure is not None:
+        raise failure
