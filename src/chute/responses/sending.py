@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio import CancelScope
@@ -67,7 +67,7 @@ async def supervise(
     *,
     position: Callable[[], int],
     unit: str,
-    helpers: Sequence[Callable[[], Awaitable[None]]] = (),
+    helpers: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """Run ``pump`` (which sends the body) with ``helpers`` beside it until it ends, fails or the client leaves.
 
