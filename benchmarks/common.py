@@ -1,0 +1,225 @@
+"""What the benchmark runners share: server processes and their memory, target verdicts, console and environment."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+MB = 1_000_000
+MiB = 1 << 20
+RSS_INTERVAL = 0.01
+
+Say = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """One contender in its own process (and its children: nginx and granian serve from worker processes).
+
+    ``command`` must make the server listen on ``HOST:port`` and answer ``GET /healthz`` with a 200.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        log_dir: Path,
+        *,
+        port: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.contender = name
+        self.port = port
+        self.log_path = log_dir / f"{name}-{port}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                list(command),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
+            )
+        self.ps = psutil.Process(self.process.pid)
+        self.members: list[psutil.Process] = [self.ps]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.contender} server exited: {self.log_path.read_text(errors='replace')}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=1) as sock:
+                sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    # Workers exist once the server answers. They are listed once, here, rather than at every
+                    # sample: walking /proc for children every 10 ms would cost the server the CPU it is measured on.
+                    self.members = [self.ps, *self.ps.children(recursive=True)]
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.contender} server did not start")
+
+    def rss(self) -> int:
+        """Resident memory of the server and its workers, summed."""
+        total = 0
+        for member in self.members:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += member.memory_info().rss
+        return total
+
+    def idle_rss(self) -> int:
+        """Resident memory at rest: the median of a few samples, once the last response has settled."""
+        time.sleep(0.2)
+        samples = []
+        for _ in range(5):
+            samples.append(self.rss())
+            time.sleep(RSS_INTERVAL)
+        return int(statistics.median(samples))
+
+    def reset_peak(self) -> bool:
+        """Reset the kernel's high-water mark of each member's RSS (``VmHWM``), where Linux allows it."""
+        try:
+            for member in self.members:
+                Path(f"/proc/{member.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def kernel_peak(self) -> int | None:
+        """The sum of the members' ``VmHWM``: exact for one process, an upper bound for several (their peaks
+        need not coincide), and it catches spikes between two samples."""
+        total = 0
+        for member in self.members:
+            try:
+                status = Path(f"/proc/{member.pid}/status").read_text()
+            except OSError:
+                return None
+            hwm = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
+            if hwm is None:
+                return None
+            total += int(hwm.split()[1]) * 1024
+        return total
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for member in self.members[1:]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+
+
+@contextlib.contextmanager
+def running(
+    name: str, command: Sequence[str], log_dir: Path, *, port: int, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    server = Server(name, command, log_dir, port=port, env=env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class RssSampler:
+    """Samples the server's RSS every ``interval`` in a thread; ``peak`` is the largest seen, ``samples`` all."""
+
+    def __init__(self, server: Server, interval: float = RSS_INTERVAL) -> None:
+        self.server = server
+        self.interval = interval
+        self.peak = 0
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                rss = self.server.rss()
+                self.peak = max(self.peak, rss)
+                self.samples.append((time.monotonic(), rss))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- verdicts
+
+
+@dataclasses.dataclass
+class Target:
+    name: str
+    goal: str
+    value: str
+    passed: bool | None
+    """``None`` when the run did not measure what the target needs."""
+
+
+def targets_table(checks: Sequence[Target]) -> Table:
+    table = Table(title="Targets")
+    table.add_column("target")
+    table.add_column("goal", justify="right")
+    table.add_column("measured", justify="right")
+    table.add_column("result")
+    for check in checks:
+        verdict = "[green]PASS[/]" if check.passed else "[yellow]n/a[/]" if check.passed is None else "[red]FAIL[/]"
+        table.add_row(check.name, check.goal, check.value, verdict)
+    return table
+
+
+# -- output and environment
+
+
+def console_and_say() -> tuple[Console, Say]:
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured output: rich would wrap the wide table to 80 columns and clip every cell.
+        console = Console(width=220)
+    say: Say = console.print if console.is_terminal else lambda text: print(text, flush=True)
+    return console, say
+
+
+def environment(packages: Sequence[str], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    versions = {}
+    for name in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "versions": versions,
+        **(extra or {}),
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
