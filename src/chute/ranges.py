@@ -15,6 +15,8 @@ from typing import Literal
 
 MAX_RANGES = 32
 """Ranges left after merging above which a request is answered in full: each part costs headers and a seek."""
+MERGE_GAP = 80
+"""Ranges closer than this many bytes are sent as one: a multipart part's own header is longer."""
 MAX_OVERLAP = 1
 """A request may ask for at most this many times the bytes of the file before it is answered in full (as Go's
 ServeContent does: more is an attack or a confused client)."""
@@ -102,12 +104,17 @@ def parse_range(header: str | None, size: int) -> list[ByteRange] | Unsatisfiabl
 
 
 def _merge(ranges: list[ByteRange]) -> list[ByteRange]:
-    """Sorted, with overlapping and adjacent ranges joined: a client never gets the same byte twice."""
+    """Sorted, with overlapping, adjacent and nearly adjacent ranges joined.
+
+    A client never gets the same byte twice, and ranges less than :data:`MERGE_GAP` apart become one, as RFC 9110
+    §14.2 allows: the bytes between them cost less than a multipart part header, and a header of thousands of tiny
+    ranges becomes a single cheap part instead of a 200 with the whole file.
+    """
     ranges.sort()
     merged = [ranges[0]]
     for current in ranges[1:]:
         last = merged[-1]
-        if current.start <= last.stop:
+        if current.start <= last.stop + MERGE_GAP:
             if current.stop > last.stop:
                 merged[-1] = ByteRange(last.start, current.stop)
         else:
