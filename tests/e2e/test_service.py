@@ -7,13 +7,15 @@ import io
 import json
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 
 from chute.service.work import compute_batch
-from tests.e2e.conftest import SERVICE_ROWS, Service
+from tests.e2e.conftest import SERVICE_ROWS, Service, running_service
 
 
 def test_stream_csv_is_the_briefs_rows_as_rfc4180(service: Service) -> None:
@@ -176,3 +178,12 @@ def test_a_client_that_leaves_stops_the_stream(service: Service) -> None:
     while service.log().count("client left after") == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.log().count("client left after") == before + 1
+
+
+def test_stopping_the_service_leaves_no_worker_processes(tmp_path: Path) -> None:
+    with running_service(tmp_path) as running:
+        httpx.get(f"{running.base_url}/stream-batches", params={"num_batches": 4, "batch_size": 10}, timeout=30)
+        children = psutil.Process(running.process.pid).children(recursive=True)
+        assert children  # the batch workers (and the forkserver that starts them) are running
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []

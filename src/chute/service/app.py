@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import multiprocessing
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
@@ -111,8 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
             digests.close()
+            # Wait for the workers to exit: left running, they (and the forkserver) outlive the server.
+            await anyio.to_thread.run_sync(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
 
     app = FastAPI(
         title="chute reference service",
