@@ -57,7 +57,8 @@ def csv_batches(rows: int) -> Iterator[list[CSVRow]]:
 # -- the apps
 
 
-def _app() -> FastAPI:
+def bare_app() -> FastAPI:
+    """A FastAPI app with only /healthz (how the runner knows a server is up) and no docs routes."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -69,7 +70,7 @@ def _app() -> FastAPI:
 
 def seed_app() -> FastAPI:
     """The way the seed service streamed: a ``StreamingResponse`` over one formatted string per ``yield``."""
-    app = _app()
+    app = bare_app()
 
     @app.get("/csv")
     async def csv(rows: int) -> StreamingResponse:
@@ -98,7 +99,7 @@ def fastapi_app() -> FastAPI:
     serialize each item with pydantic's compiled serializer, its fastest path (without it, each item goes
     through ``jsonable_encoder`` and ``json.dumps``).
     """
-    app = _app()
+    app = bare_app()
 
     @app.get("/ndjson")
     async def ndjson(rows: int) -> AsyncIterator[dict[str, Any]]:
@@ -110,7 +111,7 @@ def fastapi_app() -> FastAPI:
 
 def chute_app() -> FastAPI:
     """chute fed one record per iteration: the same per-item async generators, wrapped in ``RecordStream``."""
-    app = _app()
+    app = bare_app()
 
     @app.get("/csv")
     async def csv(rows: int) -> RecordStream:
@@ -125,7 +126,7 @@ def chute_app() -> FastAPI:
 
 def chute_batched_app() -> FastAPI:
     """chute fed lists of records from a sync generator (``batched=True``), drained in a worker thread."""
-    app = _app()
+    app = bare_app()
 
     @app.get("/csv")
     async def csv(rows: int) -> RecordStream:

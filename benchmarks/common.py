@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import socket
@@ -223,3 +224,15 @@ def environment(packages: Sequence[str], extra: Mapping[str, Any] | None = None)
         **(extra or {}),
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def write_results(path: Path, args: Any, checks: Sequence[Target], say: Say, **sections: Any) -> None:
+    """Every number of a run as JSON: the arguments, ``sections`` (environment, results, ...) and the targets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **sections,
+        "targets": [dataclasses.asdict(t) for t in checks],
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    say(f"results written to {path}")

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse
 from starlette.responses import Response
 
+from benchmarks.apps import bare_app
 from chute import FileStream
 
 ROOT_ENV = "CHUTE_BENCH_ROOT"
@@ -36,19 +37,9 @@ APP_ENV = "CHUTE_BENCH_APP"
 # -- the ASGI apps
 
 
-def _app() -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    return app
-
-
 def starlette_app(root: Path) -> FastAPI:
     """Starlette's ``FileResponse``: 64 KiB reads through anyio's thread-backed file, or pathsend if offered."""
-    app = _app()
+    app = bare_app()
 
     @app.get("/{name}")
     async def download(name: str) -> Response:
@@ -60,7 +51,7 @@ def starlette_app(root: Path) -> FastAPI:
 
 def chute_app(root: Path) -> FastAPI:
     """chute's ``FileStream`` with its defaults (1 MiB reads at most, attachment, 60 s send deadline)."""
-    app = _app()
+    app = bare_app()
 
     @app.get("/{name}")
     async def download(name: str) -> Response:

@@ -17,7 +17,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import selectors
@@ -35,7 +34,19 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks import common, file_apps
-from benchmarks.common import HOST, MB, MiB, RssSampler, Say, Server, Target, console_and_say, free_port, targets_table
+from benchmarks.common import (
+    HOST,
+    MB,
+    MiB,
+    RssSampler,
+    Say,
+    Server,
+    Target,
+    console_and_say,
+    free_port,
+    targets_table,
+    write_results,
+)
 
 GB = 1_000_000_000
 GiB = 1 << 30
@@ -971,17 +982,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(targets_table(checks))
     say(f"total {time.monotonic() - started:.0f} s")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "environment": environment(),
-            "file": {"path": str(file), "bytes": size},
-            "clients": clients,
-            "results": dataclasses.asdict(results),
-            "targets": [dataclasses.asdict(t) for t in checks],
-        }
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        say(f"results written to {args.json}")
+        write_results(
+            args.json,
+            args,
+            checks,
+            say,
+            environment=environment(),
+            file={"path": str(file), "bytes": size},
+            clients=clients,
+            results=dataclasses.asdict(results),
+        )
     failed = any(check.passed is False for check in checks)
     return 1 if args.strict and failed else 0
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import statistics
@@ -33,7 +32,19 @@ import uvloop
 from rich.table import Table
 
 from benchmarks import apps, common
-from benchmarks.common import HOST, MB, MiB, RssSampler, Say, Server, Target, console_and_say, free_port, targets_table
+from benchmarks.common import (
+    HOST,
+    MB,
+    MiB,
+    RssSampler,
+    Say,
+    Server,
+    Target,
+    console_and_say,
+    free_port,
+    targets_table,
+    write_results,
+)
 from chute import CSVEncoder, Encoder, NDJSONEncoder
 from chute.chunker import DEFAULT_TARGET
 from chute.responses.records import FIRST_BATCH, MAX_BATCH
@@ -584,16 +595,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(targets_table(checks))
     say(f"total {time.monotonic() - started:.0f} s")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "environment": environment(),
-            "clients": clients,
-            "results": [r.as_json() for r in results],
-            "targets": [dataclasses.asdict(t) for t in checks],
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        say(f"results written to {args.json}")
+        write_results(
+            args.json,
+            args,
+            checks,
+            say,
+            environment=environment(),
+            clients=clients,
+            results=[r.as_json() for r in results],
+        )
     failed = any(check.passed is False for check in checks)
     return 1 if args.strict and failed else 0
 
