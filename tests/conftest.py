@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 import pytest
 import uvicorn
@@ -24,15 +26,19 @@ def free_port() -> int:
         return port
 
 
+class ServeApp(Protocol):
+    def __call__(self, app: ASGIApp, http: type[asyncio.Protocol] | str = "httptools") -> str: ...
+
+
 @pytest.fixture
-def serve_app() -> Iterator[Callable[[ASGIApp], str]]:
-    """Serve an ASGI app on a real uvicorn (uvloop, httptools) in a thread; returns its base URL."""
+def serve_app() -> Iterator[ServeApp]:
+    """Serve an ASGI app on a real uvicorn (uvloop, httptools or another protocol) in a thread; its base URL."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(app: ASGIApp) -> str:
+    def start(app: ASGIApp, http: type[asyncio.Protocol] | str = "httptools") -> str:
         port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", lifespan="off"
+            app, host="127.0.0.1", port=port, loop="uvloop", http=http, log_level="warning", lifespan="off"
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

@@ -73,12 +73,14 @@ def serve(
     if settings.server == "granian":
         _serve_granian(settings)
         return
+    from chute.zerocopy import HttpToolsProtocol
+
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=HttpToolsProtocol,  # httptools, plus zero-copy file sends
         log_level=settings.log_level,
     )
 

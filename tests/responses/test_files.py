@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from fastapi import FastAPI
-from starlette.types import ASGIApp
+from fastapi import FastAPI, Request
 
-from chute import FileStream
+from chute import FileStream, zerocopy
+from tests.conftest import ServeApp
 
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes
-ServeApp = Callable[[ASGIApp], str]
+Protocol = type[asyncio.Protocol] | str
 
 
 @pytest.fixture
@@ -231,11 +234,17 @@ def read_slowly_then(url: str, change: Callable[[], None]) -> int:
     return received
 
 
+PROTOCOLS = [pytest.param("httptools", id="pread"), pytest.param(zerocopy.HttpToolsProtocol, id="zero-copy")]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("how", ["shrink", "rewrite", "grow"])
-def test_a_file_that_changes_mid_transfer_aborts_the_connection(tmp_path: Path, serve_app: ServeApp, how: str) -> None:
+def test_a_file_that_changes_mid_transfer_aborts_the_connection(
+    tmp_path: Path, serve_app: ServeApp, how: str, protocol: Protocol
+) -> None:
     path = tmp_path / "moving.bin"
     path.write_bytes(os.urandom(BIG))
-    base_url = serve_app(app_for(tmp_path))
+    base_url = serve_app(app_for(tmp_path), protocol)
 
     def change() -> None:
         if how == "shrink":
@@ -252,9 +261,47 @@ def test_a_file_that_changes_mid_transfer_aborts_the_connection(tmp_path: Path, 
         read_slowly_then(f"{base_url}/download-file/moving.bin", change)
 
 
-def test_an_unchanged_file_streams_whole_on_a_real_server(tmp_path: Path, serve_app: ServeApp) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_unchanged_file_streams_whole_on_a_real_server(
+    tmp_path: Path, serve_app: ServeApp, protocol: Protocol
+) -> None:
     data = os.urandom(BIG)
     (tmp_path / "still.bin").write_bytes(data)
-    base_url = serve_app(app_for(tmp_path))
+    base_url = serve_app(app_for(tmp_path), protocol)
     assert read_slowly_then(f"{base_url}/download-file/still.bin", lambda: None) == BIG
+    whole = httpx.get(f"{base_url}/download-file/still.bin")
+    assert whole.content == data
     assert httpx.get(f"{base_url}/download-file/still.bin", headers={"range": "bytes=-1000"}).content == data[-1000:]
+    middle = httpx.get(f"{base_url}/download-file/still.bin", headers={"range": "bytes=1000000-3999999"})
+    assert (middle.status_code, middle.content) == (206, data[1_000_000:4_000_000])
+    head = httpx.head(f"{base_url}/download-file/still.bin")
+    assert (head.headers["content-length"], head.content) == (str(BIG), b"")
+
+
+def test_zero_copy_sends_are_offered_and_cut_stalled_clients(tmp_path: Path, serve_app: ServeApp) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    app = FastAPI()
+    seen: list[object] = []
+
+    @app.get("/stalled")
+    async def stalled(request: Request) -> FileStream:
+        seen.append(request.scope.get("extensions", {}).get(zerocopy.EXTENSION))
+        return FileStream("big.bin", root=tmp_path, send_timeout=0.5)
+
+    base_url = serve_app(app, zerocopy.HttpToolsProtocol)
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(b"GET /stalled HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(2.0)  # read nothing: the send deadline passes and the server cuts the connection
+        started = time.monotonic()
+        # The cut is a reset, not a close that would drain megabytes of kernel buffers at the stalled pace.
+        with pytest.raises(ConnectionResetError):
+            drain(client)
+        assert time.monotonic() - started < 2.0
+    assert seen == [{}]
+
+
+def drain(client: socket.socket) -> None:
+    while client.recv(1 << 20):
+        pass

@@ -35,6 +35,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from chute import zerocopy
 from chute.digests import DigestCache
 from chute.exceptions import ConfigurationError, HTTPError, StreamAborted
 from chute.headers import content_disposition
@@ -222,7 +223,11 @@ class FileStream(Response):
             self.outcome = "complete"
             return
         sender = Sender(send, start, self.send_timeout)
-        pump = functools.partial(self._pump, sender, fd, stat, parts, trailer)
+        single = parts[0][1] if len(parts) == 1 else None
+        if zerocopy.EXTENSION in scope.get("extensions", {}) and single is not None and single.length > FIRST_CHUNK:
+            pump = functools.partial(self._pump_zerocopy, sender, send, fd, stat, single)
+        else:
+            pump = functools.partial(self._pump, sender, fd, stat, parts, trailer)
         await supervise(self, receive, pump, position=lambda: self.bytes_sent, unit="bytes")
 
     async def _pump(
@@ -264,6 +269,31 @@ class FileStream(Response):
         self.bytes_sent += len(pending) + len(trailer)
         self.outcome = "complete"
 
+    async def _pump_zerocopy(self, sender: Sender, send: Send, fd: int, stat: os.stat_result, part: ByteRange) -> None:
+        """All but the last byte with the server's sendfile; the last after the file is checked once more, so a
+        file rewritten during the transfer still never reaches the client as a complete body."""
+        await sender.start()
+        message = {
+            "type": zerocopy.EXTENSION,
+            "file": _Descriptor(fd),
+            "offset": part.start,
+            "count": part.length - 1,
+            "more_body": True,
+            "timeout": self.send_timeout if self.send_timeout is not None else zerocopy.DEFAULT_TIMEOUT,
+        }
+        try:
+            await send(message)
+        except EOFError:
+            raise self._changed("it shrank while it was sent") from None
+        self.bytes_sent += part.length - 1
+        now = os.fstat(fd)
+        last = os.pread(fd, 1, part.stop - 1)
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != (stat.st_size, stat.st_mtime_ns, stat.st_ino) or not last:
+            raise self._changed("it changed while it was sent")
+        await sender.body(last, more=False)
+        self.bytes_sent += 1
+        self.outcome = "complete"
+
     def _changed(self, what: str) -> StreamAborted:
         logger.error("file %s: %s; the connection is aborted after %d bytes", self.name, what, self.bytes_sent)
         return StreamAborted(f"file {self.name}: {what}", index=self.bytes_sent)
@@ -282,6 +312,16 @@ def _multipart(
         )
         parts.append((head.encode("latin-1"), part))
     return parts, f"\r\n--{boundary}--\r\n".encode("latin-1")
+
+
+class _Descriptor:
+    """The ``file`` of a zero-copy send: the server only needs ``fileno()``; the descriptor stays ours to close."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
 
 
 async def _empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
