@@ -8,6 +8,7 @@ from chute.__about__ import __version__
 from chute.chunker import Chunker
 from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
 from chute.exceptions import (
+    BadRequest,
     ChuteError,
     ClientError,
     ConfigurationError,
@@ -24,6 +25,7 @@ from chute.openapi import stream_responses
 from chute.responses import FileStream, RecordStream
 
 __all__ = [
+    "BadRequest",
     "CSVEncoder",
     "Chunker",
     "ChuteError",

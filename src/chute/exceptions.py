@@ -11,6 +11,7 @@ The hierarchy::
     ├── EncodeError              a record could not be turned into bytes (unsupported type, wrong shape);
     │                            carries the zero-based index of the record in the stream
     ├── HTTPError                answered to the client as problem JSON (RFC 9457) with its ``status``
+    │   ├── BadRequest           400: a malformed request value (a ``Last-Event-ID`` that no broker issued)
     │   ├── NotAcceptable        406: no supported media type matches ``Accept``
     │   └── NotFound             404: an unknown dataset or resource
     └── StreamAborted            the body could not be completed after the headers were sent; the connection
@@ -99,6 +100,13 @@ class NotAcceptable(HTTPError):
     def __init__(self, detail: str, *, supported: Sequence[str]) -> None:
         super().__init__(detail, supported=list(supported))
         self.supported = tuple(supported)
+
+
+class BadRequest(HTTPError):
+    """A request value is malformed."""
+
+    status = 400
+    title = "Bad Request"
 
 
 class NotFound(HTTPError):
