@@ -14,15 +14,17 @@ from chute.exceptions import (
     ConfigurationError,
     DownloadError,
     EncodeError,
+    Forbidden,
     HTTPError,
     IntegrityError,
     NotAcceptable,
     NotFound,
     SendTimeout,
     StreamAborted,
+    Unauthorized,
 )
 from chute.openapi import stream_responses
-from chute.responses import FileStream, RecordStream
+from chute.responses import EventStream, FileStream, RecordStream, StreamLimit
 
 __all__ = [
     "BadRequest",
@@ -34,7 +36,9 @@ __all__ = [
     "DownloadError",
     "EncodeError",
     "Encoder",
+    "EventStream",
     "FileStream",
+    "Forbidden",
     "HTTPError",
     "IntegrityError",
     "JSONArrayEncoder",
@@ -44,6 +48,8 @@ __all__ = [
     "RecordStream",
     "SendTimeout",
     "StreamAborted",
+    "StreamLimit",
+    "Unauthorized",
     "__version__",
     "stream_responses",
 ]

@@ -12,6 +12,8 @@ The hierarchy::
     │                            carries the zero-based index of the record in the stream
     ├── HTTPError                answered to the client as problem JSON (RFC 9457) with its ``status``
     │   ├── BadRequest           400: a malformed request value (a ``Last-Event-ID`` that no broker issued)
+    │   ├── Unauthorized         401: credentials are required (publishing events)
+    │   ├── Forbidden            403: the credentials given may not do this
     │   ├── NotAcceptable        406: no supported media type matches ``Accept``
     │   └── NotFound             404: an unknown dataset or resource
     └── StreamAborted            the body could not be completed after the headers were sent; the connection
@@ -107,6 +109,20 @@ class BadRequest(HTTPError):
 
     status = 400
     title = "Bad Request"
+
+
+class Unauthorized(HTTPError):
+    """Credentials are required."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(HTTPError):
+    """The credentials given may not do this."""
+
+    status = 403
+    title = "Forbidden"
 
 
 class NotFound(HTTPError):

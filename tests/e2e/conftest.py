@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import free_port
 
 SERVICE_ROWS = 5000
+PUBLISH_TOKEN = "test-publish-token"
 
 
 def wait_until_healthy(base_url: str, deadline: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -49,7 +50,8 @@ def running_service(data: Path, *extra: str) -> Iterator[Service]:
     command = [sys.executable, "-m", "chute", "serve", "--port", str(port), "--data", str(data)]
     command += ["--rows", str(SERVICE_ROWS), "--log-level", "info", *extra]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        environment = {**os.environ, "CHUTE_PUBLISH_TOKEN": PUBLISH_TOKEN, "CHUTE_HEARTBEAT": "0.5"}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, time.monotonic() + 60, process)

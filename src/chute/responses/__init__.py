@@ -1,6 +1,7 @@
 """ASGI responses: one per kind of stream."""
 
+from chute.responses.events import EventStream, StreamLimit
 from chute.responses.files import FileStream
 from chute.responses.records import RecordStream
 
-__all__ = ["FileStream", "RecordStream"]
+__all__ = ["EventStream", "FileStream", "RecordStream", "StreamLimit"]

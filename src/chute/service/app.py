@@ -6,22 +6,24 @@ import concurrent.futures
 import contextlib
 import datetime
 import functools
+import hmac
 import multiprocessing
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import pydantic
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from chute import __version__
+from chute.brokers import MemoryBroker, parse_sequence
 from chute.digests import DigestCache
-from chute.exceptions import HTTPError, NotFound
+from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.openapi import stream_responses
 from chute.problems import problem_response
 from chute.ranges import http_date
-from chute.responses import RecordStream
+from chute.responses import EventStream, RecordStream, StreamLimit
 from chute.responses.files import FileStream, etag_of
 from chute.service import dataset, samples
 from chute.service.settings import Settings
@@ -109,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(samples.ensure, settings.files_folder)
         digests = DigestCache()
         app.state.digests = digests
+        app.state.broker = MemoryBroker()
+        app.state.stream_limit = StreamLimit(settings.max_streams)
         try:
             yield
         finally:
@@ -258,5 +262,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             send_timeout=settings.send_timeout,
             digests=request.app.state.digests,
         )
+
+    @app.get(
+        "/events/{topic}",
+        tags=["events"],
+        response_class=EventStream,
+        status_code=200,
+        responses={
+            200: {
+                "description": "Server-Sent Events: replay after Last-Event-ID, then live; `event: reset` when "
+                "events were lost.",
+                "content": {"text/event-stream": {"itemSchema": {"type": "string"}}},
+            },
+            400: {"description": "A Last-Event-ID this server never issued (problem JSON)."},
+            503: {"description": "Too many live feeds; see Retry-After."},
+        },
+    )
+    async def events(
+        request: Request,
+        topic: Annotated[str, Path(max_length=128, pattern=r"^[\w.-]+$")],
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> EventStream:
+        """Subscribe to a topic. Reconnecting clients send `Last-Event-ID` and get what they missed first."""
+        parse_sequence(last_event_id)  # a malformed id is a 400 now, not a broken stream later
+        broker: MemoryBroker = request.app.state.broker
+        return EventStream(
+            broker.subscribe(topic, last_event_id),
+            heartbeat=settings.heartbeat,
+            send_timeout=settings.send_timeout,
+            limit=request.app.state.stream_limit,
+        )
+
+    @app.post("/events/{topic}", tags=["events"], responses={401: {}, 403: {}})
+    async def publish(
+        request: Request,
+        topic: Annotated[str, Path(max_length=128, pattern=r"^[\w.-]+$")],
+        event: Annotated[str | None, Query(max_length=128, pattern=r"^[^\r\n]+$")] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, str]:
+        """Publish the request body (UTF-8 text) to a topic; needs `Authorization: Bearer $CHUTE_PUBLISH_TOKEN`."""
+        if authorization is None or not authorization.lower().startswith("bearer "):
+            raise Unauthorized("a bearer token is required to publish")
+        token = authorization[len("bearer ") :].strip()
+        expected = settings.publish_token
+        if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Forbidden("this token may not publish" if expected else "publishing is disabled on this server")
+        body = await request.body()
+        try:
+            data = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the event data must be UTF-8 text") from None
+        broker: MemoryBroker = request.app.state.broker
+        return {"id": await broker.publish(topic, data, event)}
 
     return app

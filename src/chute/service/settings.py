@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     send_timeout: float = Field(60.0, gt=0, description="Seconds a client may read nothing before it is cut.")
     batch_workers: int = Field(2, ge=1, le=64, description="Processes that compute /stream-batches.")
     cache_control: str | None = Field("public, max-age=60", description="Cache-Control of file downloads.")
+    publish_token: str | None = Field(
+        None, description="Bearer token for POST /events/{topic}; publishing is refused (403) without one."
+    )
+    heartbeat: float = Field(15.0, gt=0, le=3600, description="Seconds of silence before a feed sends a comment.")
+    max_streams: int = Field(10_000, ge=1, description="Live feeds at once per process; 503 past it.")
     log_level: str = "info"
 
     @property
