@@ -100,10 +100,11 @@ async def test_a_subscriber_that_falls_behind_is_told_not_skipped() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_future_id_starts_live() -> None:
+async def test_an_id_from_an_earlier_run_gets_a_reset_then_live() -> None:
     broker = MemoryBroker()
     await broker.publish("t", "a")
     subscription = broker.subscribe("t", last_event_id="99")
+    assert [(m.id, m.event) for m in await take(subscription, 1)] == [("1", RESET)]
     async with anyio.create_task_group() as group:
         group.start_soon(broker.publish, "t", "b")
         assert [m.data for m in await take(subscription, 1)] == ["b"]

@@ -1,6 +1,6 @@
 """Event logs with replay: publish to a topic, subscribe from a ``Last-Event-ID`` and follow live."""
 
-from chute.brokers.base import RESET, Message, parse_sequence
+from chute.brokers.base import RESET, Broker, Message, parse_sequence
 from chute.brokers.memory import MemoryBroker
 
-__all__ = ["RESET", "MemoryBroker", "Message", "parse_sequence"]
+__all__ = ["RESET", "Broker", "MemoryBroker", "Message", "parse_sequence"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncGenerator
+from typing import Protocol
 
 from chute.exceptions import BadRequest
 
@@ -30,3 +32,21 @@ def parse_sequence(last_event_id: str | None) -> int | None:
     if len(last_event_id) > MAX_ID_LENGTH or not last_event_id.isascii() or not last_event_id.isdigit():
         raise BadRequest(f"Last-Event-ID {last_event_id[:MAX_ID_LENGTH]!r} is not an id this server issued")
     return int(last_event_id)
+
+
+class Broker(Protocol):
+    """An event log with replay, shared by every subscriber the broker reaches (one process or many).
+
+    Ids are opaque strings, monotonic within a topic. ``subscribe`` first yields what came after
+    ``last_event_id`` (a :data:`RESET` message first when some of it is no longer retained), then follows live;
+    without an id it starts live. ``check_id`` raises :class:`~chute.exceptions.BadRequest` for an id this kind
+    of broker never issues, so a service can answer 400 before it starts a stream.
+    """
+
+    async def publish(self, topic: str, data: str, event: str | None = None) -> str: ...
+
+    def subscribe(self, topic: str, last_event_id: str | None = None) -> AsyncGenerator[Message, None]: ...
+
+    def check_id(self, last_event_id: str | None) -> None: ...
+
+    async def aclose(self) -> None: ...

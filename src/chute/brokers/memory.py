@@ -56,12 +56,22 @@ class MemoryBroker:
         log.changed = anyio.Event()
         return message.id
 
+    def check_id(self, last_event_id: str | None) -> None:
+        parse_sequence(last_event_id)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the log lives and dies with the process."""
+
     async def subscribe(self, topic: str, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
         """What the client missed after ``last_event_id`` (a reset first if that is no longer retained), then
         every new event as it is published. Without an id, only new events."""
         seen = parse_sequence(last_event_id)  # raises BadRequest before anything is sent
         log = self._log(topic)
-        if seen is None or seen > log.last:
+        if seen is None:
+            seen = log.last
+        elif seen > log.last:
+            # An id this log never issued yet: it came from an earlier run of the process, whose events are gone.
+            yield Message(str(log.last), f"event {seen} is not in this log (the server restarted)", RESET)
             seen = log.last
         while True:
             if seen < log.first - 1:
