@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse
 from starlette.responses import Response
 
 from benchmarks.apps import bare_app
-from chute import FileStream, zerocopy
+from chute import FileStream, protocol
 
 ROOT_ENV = "CHUTE_BENCH_ROOT"
 APP_ENV = "CHUTE_BENCH_APP"
@@ -203,7 +203,7 @@ def serve(app: str, port: int, root: Path) -> None:
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http=zerocopy.HttpToolsProtocol if app == "chute" else "httptools",
+        http=protocol.HttpToolsProtocol if app == "chute" else "httptools",
         log_level="warning",
         access_log=False,
     )

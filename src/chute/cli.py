@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 import typer
@@ -39,6 +40,13 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     server: Annotated[str | None, typer.Option(help="uvicorn or granian [env CHUTE_SERVER, default uvicorn].")] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="Event log: memory, or redis://host:port/db to share it [env CHUTE_BROKER, default memory]."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes; >1 needs a redis:// broker [env CHUTE_WORKERS, default 1].")
+    ] = None,
 ) -> None:
     """Run the reference service (FastAPI on uvicorn with uvloop and httptools)."""
     import uvicorn
@@ -55,6 +63,8 @@ def serve(
         "rows": rows,
         "log_level": log_level,
         "server": server,
+        "broker": broker,
+        "workers": workers,
     }
     try:
         # Flags win over CHUTE_* variables; validating the merge checks both alike.
@@ -64,7 +74,6 @@ def serve(
         for error in exc.errors():
             console.print(f"[red]error:[/] {'.'.join(map(str, error['loc']))}: {error['msg']}")
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Build the dataset before the server starts, with a visible status: the first start takes a few seconds.
     with console.status(f"Preparing the dataset ({settings.rows:,} rows) in {settings.data} ..."):
         path = dataset.ensure(settings.data, settings.rows)
@@ -73,19 +82,39 @@ def serve(
     if settings.server == "granian":
         _serve_granian(settings)
         return
-    from chute.zerocopy import HttpToolsProtocol
+    from chute.protocol import HttpToolsProtocol
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=HttpToolsProtocol,  # httptools, plus zero-copy file sends
-        log_level=settings.log_level,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": HttpToolsProtocol,  # httptools, plus zero-copy file sends, resets and feed shutdown
+        "log_level": settings.log_level,
+        "log_config": _log_config(settings.log_level),
+        "access_log": False,  # chute.access logs each request when it ends, with its bytes and duration
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "backlog": 4096,  # clients of live feeds reconnect all at once after a restart
+    }
+    if settings.workers > 1:
+        # Each worker process builds its app from the settings, read back from the environment.
+        os.environ.update(settings.environment())
+        uvicorn.run("chute.service.app:create_app", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup, plus the root logger (chute's own records) in the same format, in every worker."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["root"] = {"handlers": ["default"], "level": level.upper()}
+    config["loggers"]["uvicorn"]["propagate"] = False
+    return config
 
 
 def _serve_granian(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels

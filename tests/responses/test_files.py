@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from chute import FileStream, zerocopy
+from chute import FileStream, protocol, zerocopy
 from tests.conftest import ServeApp
 
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes
@@ -234,7 +234,7 @@ def read_slowly_then(url: str, change: Callable[[], None]) -> int:
     return received
 
 
-PROTOCOLS = [pytest.param("httptools", id="pread"), pytest.param(zerocopy.HttpToolsProtocol, id="zero-copy")]
+PROTOCOLS = [pytest.param("httptools", id="pread"), pytest.param(protocol.HttpToolsProtocol, id="zero-copy")]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -288,7 +288,7 @@ def test_zero_copy_sends_are_offered_and_cut_stalled_clients(tmp_path: Path, ser
         seen.append(request.scope.get("extensions", {}).get(zerocopy.EXTENSION))
         return FileStream("big.bin", root=tmp_path, send_timeout=0.5)
 
-    base_url = serve_app(app, zerocopy.HttpToolsProtocol)
+    base_url = serve_app(app, protocol.HttpToolsProtocol)
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

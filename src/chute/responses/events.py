@@ -6,6 +6,11 @@ clients see a live connection only when it is idle). Every event is its own send
 nothing is buffered or compressed. :func:`~chute.responses.sending.supervise` stops everything when the client
 leaves (the source is closed with ``aclose()``, releasing its subscription) and cuts a client that stops
 reading after ``send_timeout``. A :class:`StreamLimit` caps concurrent feeds: past it, 503 with ``Retry-After``.
+
+A feed never ends by itself, so a server that waits for open responses before it stops would wait forever.
+Every open feed of the process is registered; :func:`close_feeds` (called by :mod:`chute.protocol` when uvicorn
+begins to shut down) makes each one send a comment and a short ``retry:`` hint and end cleanly: clients
+reconnect, with their ``Last-Event-ID``, to whichever server answers next.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ from chute.sources.iterables import aclose_quietly
 
 DEFAULT_HEARTBEAT = 15.0
 DEFAULT_RETRY_MS = 3000
+SHUTDOWN_RETRY_MS = 1000
+
+_open_feeds: set[EventStream] = set()
+
+
+def close_feeds() -> int:
+    """End every open feed of this process now (a comment and a retry hint, then a clean end); how many.
+
+    Call it on the event loop, when the server begins to stop."""
+    feeds = list(_open_feeds)
+    for feed in feeds:
+        feed.close()
+    return len(feeds)
 
 
 class StreamLimit:
@@ -73,18 +91,28 @@ class EventStream(Response):
         send_timeout: float | None = 30.0,
         headers: Mapping[str, str] | None = None,
         limit: StreamLimit | None = None,
+        shutdown_retry: int = SHUTDOWN_RETRY_MS,
     ) -> None:
         self.source = source
         self.heartbeat = heartbeat
         self.retry = retry
         self.send_timeout = send_timeout
         self.limit = limit
+        self.shutdown_retry = shutdown_retry
+        self._closing = False
+        self._live: anyio.CancelScope | None = None  # cancelled by close(): the feed ends, not the connection
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
         self.outcome: Outcome = "pending"
         self.events_sent = 0
         self._error: Exception | None = None
+
+    def close(self) -> None:
+        """End this feed soon with a retry hint (the server is stopping); a no-op once it ended."""
+        self._closing = True
+        if self._live is not None:
+            self._live.cancel()
 
     def _start(self) -> dict[str, Any]:
         headers = [(k, v) for k, v in self.raw_headers if k not in (b"content-type", b"content-length")]
@@ -103,6 +131,7 @@ class EventStream(Response):
             response.headers["retry-after"] = str(self.limit.retry_after)
             await response(scope, receive, send)
             return
+        _open_feeds.add(self)
         try:
             send_items, receive_items = anyio.create_memory_object_stream[Event | Message | str](0)
             sender = Sender(send, self._start(), self.send_timeout)
@@ -115,6 +144,7 @@ class EventStream(Response):
                 helpers=[functools.partial(self._produce, send_items)],
             )
         finally:
+            _open_feeds.discard(self)
             if self.limit is not None:
                 self.limit.release()
 
@@ -130,20 +160,29 @@ class EventStream(Response):
 
     async def _pump(self, sender: Sender, items: ObjectReceiveStream[Event | Message | str]) -> None:
         await sender.body(Event(retry=self.retry).encode() if self.retry is not None else b"", more=True)
+        live = self._live = anyio.CancelScope()
+        if self._closing:
+            live.cancel()
         async with items:
-            while True:
-                item: Event | Message | str | None = None
-                with anyio.move_on_after(self.heartbeat if self.heartbeat > 0 else math.inf):
-                    try:
-                        item = await items.receive()
-                    except anyio.EndOfStream:
-                        break
-                if item is None:
-                    await sender.body(comment(), more=True)
-                    continue
-                await sender.body(as_event(item).encode(), more=True)
-                self.events_sent += 1
-        if self._error is not None:
+            with live:
+                await self._follow(sender, items)
+        if live.cancelled_caught:
+            await sender.body(comment("the server is stopping") + Event(retry=self.shutdown_retry).encode(), more=True)
+        elif self._error is not None:
             raise StreamAborted(f"the feed failed: {self._error}", index=self.events_sent) from self._error
         await sender.body(b"", more=False)
         self.outcome = "complete"
+
+    async def _follow(self, sender: Sender, items: ObjectReceiveStream[Event | Message | str]) -> None:
+        while True:
+            item: Event | Message | str | None = None
+            with anyio.move_on_after(self.heartbeat if self.heartbeat > 0 else math.inf):
+                try:
+                    item = await items.receive()
+                except anyio.EndOfStream:
+                    break
+            if item is None:
+                await sender.body(comment(), more=True)
+                continue
+            await sender.body(as_event(item).encode(), more=True)
+            self.events_sent += 1

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import functools
 import hmac
+import logging
 import multiprocessing
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from chute import __version__
-from chute.brokers import MemoryBroker, parse_sequence
+from chute.brokers import Broker, MemoryBroker
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.openapi import stream_responses
@@ -26,6 +27,7 @@ from chute.ranges import http_date
 from chute.responses import EventStream, RecordStream, StreamLimit
 from chute.responses.files import FileStream, etag_of
 from chute.service import dataset, samples
+from chute.service.logfeed import LOG_TOPIC, AccessLog, LogFeed
 from chute.service.settings import Settings
 from chute.service.work import compute_batch
 from chute.sources.batches import ordered_map
@@ -93,6 +95,15 @@ def _json_lines(rows: int) -> Iterator[list[dict[str, Any]]]:
         yield [{"id": i, "name": f"Record {i}"} for i in range(start, min(rows, start + GENERATOR_BATCH))]
 
 
+def open_broker(url: str) -> Broker:
+    """The event log named by ``--broker``: ``memory`` or a Redis URL."""
+    if url == "memory":
+        return MemoryBroker()
+    from chute.brokers.redis import RedisBroker  # the Redis client loads only when it is used
+
+    return RedisBroker(url)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The reference service for ``settings`` (by default from ``CHUTE_*`` variables)."""
     settings = settings or Settings()
@@ -111,11 +122,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(samples.ensure, settings.files_folder)
         digests = DigestCache()
         app.state.digests = digests
-        app.state.broker = MemoryBroker()
+        broker = open_broker(settings.broker)
+        app.state.broker = broker
         app.state.stream_limit = StreamLimit(settings.max_streams)
+        log_feed = LogFeed(broker, level=logging.getLevelName(settings.log_level.upper()))
+        logging.getLogger().addHandler(log_feed)
         try:
             yield
         finally:
+            logging.getLogger().removeHandler(log_feed)
+            await log_feed.aclose()
+            await broker.aclose()
             digests.close()
             # Wait for the workers to exit: left running, they (and the forkserver) outlive the server.
             await anyio.to_thread.run_sync(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
@@ -132,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem_response(exc)
 
     app.add_exception_handler(HTTPError, chute_error)
+    app.add_middleware(AccessLog)
 
     def stream(source: Any, **options: Any) -> RecordStream:
         defaults = {
@@ -284,14 +302,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventStream:
         """Subscribe to a topic. Reconnecting clients send `Last-Event-ID` and get what they missed first."""
-        parse_sequence(last_event_id)  # a malformed id is a 400 now, not a broken stream later
-        broker: MemoryBroker = request.app.state.broker
+        return feed(request, topic, last_event_id)
+
+    def feed(request: Request, topic: str, last_event_id: str | None) -> EventStream:
+        broker: Broker = request.app.state.broker
+        broker.check_id(last_event_id)  # a malformed id is a 400 now, not a broken stream later
         return EventStream(
             broker.subscribe(topic, last_event_id),
             heartbeat=settings.heartbeat,
             send_timeout=settings.send_timeout,
             limit=request.app.state.stream_limit,
         )
+
+    @app.get(
+        "/stream-logs",
+        tags=["events"],
+        response_class=EventStream,
+        status_code=200,
+        responses={
+            200: {
+                "description": "The service's own log, live: `event: log` records and `event: request` lines "
+                "(method, path, status, bytes, duration_ms, outcome), JSON in `data`; resumable with Last-Event-ID.",
+                "content": {"text/event-stream": {"itemSchema": {"type": "object"}}},
+            },
+            400: {"description": "A Last-Event-ID this server never issued (problem JSON)."},
+            503: {"description": "Too many live feeds; see Retry-After."},
+        },
+    )
+    async def stream_logs(request: Request, last_event_id: Annotated[str | None, Header()] = None) -> EventStream:
+        """Follow the service's structured log and finished requests (every worker's, with a shared broker)."""
+        return feed(request, LOG_TOPIC, last_event_id)
 
     @app.post("/events/{topic}", tags=["events"], responses={401: {}, 403: {}})
     async def publish(
@@ -307,12 +347,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expected = settings.publish_token
         if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
             raise Forbidden("this token may not publish" if expected else "publishing is disabled on this server")
+        if topic == LOG_TOPIC:
+            raise Forbidden(f"{LOG_TOPIC} is the service's own log; it cannot be published to")
         body = await request.body()
         try:
             data = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the event data must be UTF-8 text") from None
-        broker: MemoryBroker = request.app.state.broker
+        broker: Broker = request.app.state.broker
         return {"id": await broker.publish(topic, data, event)}
 
     return app

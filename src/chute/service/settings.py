@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chute.chunker import DEFAULT_MAX_LATENCY, DEFAULT_TARGET
@@ -36,7 +36,25 @@ class Settings(BaseSettings):
     )
     heartbeat: float = Field(15.0, gt=0, le=3600, description="Seconds of silence before a feed sends a comment.")
     max_streams: int = Field(10_000, ge=1, description="Live feeds at once per process; 503 past it.")
+    broker: str = Field(
+        "memory",
+        pattern=r"^(memory|rediss?://\S+)$",
+        description="Event log of /events and /stream-logs: `memory` (one process) or a redis:// URL (shared).",
+    )
+    workers: int = Field(1, ge=1, le=64, description="Server processes; more than one needs a shared broker.")
+    shutdown_grace: float = Field(
+        5.0, ge=0, le=600, description="Seconds open responses get to finish when the server stops."
+    )
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _workers_share_a_broker(self) -> Settings:
+        if self.workers > 1 and self.broker == "memory":
+            raise ValueError(
+                "several workers need a shared event log: the memory broker lives in one process "
+                "(use --broker redis://127.0.0.1:6379/0)"
+            )
+        return self
 
     @property
     def files_folder(self) -> Path:
