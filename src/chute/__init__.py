@@ -9,11 +9,13 @@ from chute.chunker import Chunker
 from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
 from chute.exceptions import (
     BadRequest,
+    BrokerError,
     ChuteError,
     ClientError,
     ConfigurationError,
     DownloadError,
     EncodeError,
+    FeedError,
     Forbidden,
     HTTPError,
     IntegrityError,
@@ -28,6 +30,7 @@ from chute.responses import EventStream, FileStream, RecordStream, StreamLimit
 
 __all__ = [
     "BadRequest",
+    "BrokerError",
     "CSVEncoder",
     "Chunker",
     "ChuteError",
@@ -37,6 +40,7 @@ __all__ = [
     "EncodeError",
     "Encoder",
     "EventStream",
+    "FeedError",
     "FileStream",
     "Forbidden",
     "HTTPError",

@@ -253,6 +253,77 @@ class _ProgressBar:
 
 
 @app.command()
+def tail(
+    url: Annotated[str, typer.Argument(help="The URL of a Server-Sent Events feed.")],
+    last_event_id: Annotated[
+        str | None, typer.Option("--last-event-id", help="Start after this event (sent as Last-Event-ID).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One JSON object per line: {"event": ..., "id": ..., "data": ...}.')
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds without a byte (event or heartbeat) before reconnecting.")
+    ] = 60.0,
+) -> None:
+    """Print the events of the feed at URL as they arrive, reconnecting (with Last-Event-ID) when the connection
+    drops; stop when the server answers 204 No Content."""
+    import json
+    import re
+    from contextlib import aclosing
+
+    import anyio
+    from rich.markup import escape
+    from rich.text import Text
+
+    from chute.client import ReceivedEvent, events
+    from chute.exceptions import ClientError
+
+    out = Console(highlight=False, soft_wrap=True)
+    # What a server sends reaches a terminal: its control characters (escape sequences) are shown, not obeyed.
+    controls = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+    def visible(text: str) -> str:
+        return controls.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+
+    def show(event: ReceivedEvent) -> None:
+        if as_json:
+            line = json.dumps(
+                {"event": event.event or "message", "id": event.id, "data": event.data}, ensure_ascii=False
+            )
+            print(re.sub(r"[\x7f-\x9f]", lambda found: f"\\u{ord(found[0]):04x}", line), flush=True)
+            return
+        header = Text(visible(event.event or "message"), style="bold cyan")
+        if event.id is not None:
+            header.append(f"  id {visible(event.id)}", style="dim")
+        out.print(header)
+        out.print(Text("\n".join(f"  {visible(line)}" for line in event.data.split("\n"))))
+
+    def reconnecting(why: str, delay: float) -> None:
+        console.print(f"[yellow]reconnecting in {delay:.1f} s:[/] {escape(visible(why))}", soft_wrap=True)
+
+    async def follow() -> None:
+        feed = events(url, last_event_id=last_event_id, read_timeout=timeout, on_reconnect=reconnecting)
+        async with aclosing(feed):
+            async for event in feed:
+                show(event)
+
+    try:
+        anyio.run(follow)
+    except ClientError as exc:
+        console.print(f"[red]error:[/] {escape(visible(str(exc)))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted", soft_wrap=True)
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader left (`chute tail URL | head`): a normal end. Stdout goes nowhere, so the interpreter's
+        # final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        raise typer.Exit(0) from None
+    console.print("the server ended the feed (204 No Content)", soft_wrap=True)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)

@@ -3,9 +3,14 @@
 The hierarchy::
 
     ChuteError                   base of everything below; never raised itself
-    ├── ClientError              raised by :mod:`chute.client`: a download did not produce the file
+    ├── BrokerError              the event log's store failed (Redis unreachable, a connection cut while a
+    │                            subscriber follows a topic); a live stream is aborted, its client reconnects
+    ├── ClientError              raised by :mod:`chute.client`: a download did not produce the file, or a feed
+    │   │                        cannot go on
     │   ├── DownloadError        the transfer failed (an error status, a cut connection, a short body); the
     │   │                        ``.part`` file is kept when it holds bytes worth resuming from
+    │   ├── FeedError            an event feed was refused (an error status, not ``text/event-stream``) or
+    │   │                        failed ``max_failures`` times in a row; reconnecting would not help
     │   └── IntegrityError       the finished bytes do not match the server's ``Repr-Digest``; nothing kept
     ├── ConfigurationError       the caller built a stream wrong (bad format name, bad option); a bug, not input
     ├── EncodeError              a record could not be turned into bytes (unsupported type, wrong shape);
@@ -33,6 +38,16 @@ class ChuteError(Exception):
     """Base class of every chute error."""
 
 
+class BrokerError(ChuteError):
+    """The store behind an event log (Redis for :class:`~chute.brokers.RedisBroker`) could not be reached or
+    failed mid-command.
+
+    Raised by ``publish`` and by a subscription, which cannot continue without a gap once its broker lost the
+    store: the HTTP layer aborts the stream, and the client reconnects with ``Last-Event-ID`` to resume. The
+    Redis error is chained as ``__cause__``.
+    """
+
+
 class ClientError(ChuteError):
     """Base class of the errors of :mod:`chute.client`."""
 
@@ -52,6 +67,20 @@ class DownloadError(ClientError):
         self.status = status
         self.detail = detail
         self.partial = partial
+
+
+class FeedError(ClientError):
+    """A Server-Sent Events feed (:func:`chute.client.events`) cannot go on.
+
+    ``status`` is the HTTP status of the answer that ended it (``None`` when the server could not be reached or
+    the connection failed too often); ``detail`` is the server's explanation (the ``detail`` or ``title`` of a
+    problem JSON body, or the first line of a text one), if any.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 class IntegrityError(ClientError):

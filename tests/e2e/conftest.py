@@ -43,13 +43,13 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(data: Path, *extra: str) -> Iterator[Service]:
-    """``chute serve`` on a free port over ``data``, with ``extra`` flags; stopped on exit."""
+def running_service(data: Path, *extra: str, port: int | None = None) -> Iterator[Service]:
+    """``chute serve`` on ``port`` (default: a free one) over ``data``, with ``extra`` flags; stopped on exit."""
     log_path = data / "server.log"
-    port = free_port()
+    port = port or free_port()
     command = [sys.executable, "-m", "chute", "serve", "--port", str(port), "--data", str(data)]
     command += ["--rows", str(SERVICE_ROWS), "--log-level", "info", *extra]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:  # a restarted server appends
         environment = {**os.environ, "CHUTE_PUBLISH_TOKEN": PUBLISH_TOKEN, "CHUTE_HEARTBEAT": "0.5"}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     base_url = f"http://127.0.0.1:{port}"
