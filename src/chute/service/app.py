@@ -9,6 +9,8 @@ import functools
 import hmac
 import logging
 import multiprocessing
+import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
@@ -104,6 +106,27 @@ def open_broker(url: str) -> Broker:
     return RedisBroker(url)
 
 
+def start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """The process pool of ``/stream-batches``, its workers starting in the background.
+
+    forkserver, because forking the server itself (threads, an event loop) is unsafe; the fork server imports
+    the work module once, so each worker is a cheap fork of it rather than a fresh interpreter importing chute.
+    Workers are started now, off the event loop, so the first request does not pay a second of start-up.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["chute.service.work"])
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+
+    def warm() -> None:
+        # One job per worker, submitted together, so that none finds an idle worker to reuse.
+        for job in [pool.submit(os.getpid) for _ in range(workers)]:
+            with contextlib.suppress(Exception):  # a pool shut down meanwhile
+                job.result()
+
+    threading.Thread(target=warm, name="chute-pool-warm", daemon=True).start()
+    return pool
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The reference service for ``settings`` (by default from ``CHUTE_*`` variables)."""
     settings = settings or Settings()
@@ -113,10 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path = await anyio.to_thread.run_sync(dataset.ensure, settings.data, settings.rows)
         app.state.dataset_path = path
         app.state.datasets = await anyio.to_thread.run_sync(dataset.datasets, path)
-        # forkserver: forking the server itself (threads, event loop) is unsafe; workers start on first use.
-        pool = concurrent.futures.ProcessPoolExecutor(
-            settings.batch_workers, mp_context=multiprocessing.get_context("forkserver")
-        )
+        pool = start_pool(settings.batch_workers)
         app.state.pool = pool
         if settings.files is None:
             await anyio.to_thread.run_sync(samples.ensure, settings.files_folder)
