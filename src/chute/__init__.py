@@ -8,6 +8,7 @@ from chute.__about__ import __version__
 from chute.chunker import Chunker
 from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
 from chute.exceptions import (
+    BadGateway,
     BadRequest,
     BrokerError,
     ChuteError,
@@ -17,6 +18,7 @@ from chute.exceptions import (
     EncodeError,
     FeedError,
     Forbidden,
+    GatewayTimeout,
     HTTPError,
     IntegrityError,
     NotAcceptable,
@@ -24,11 +26,13 @@ from chute.exceptions import (
     SendTimeout,
     StreamAborted,
     Unauthorized,
+    UpstreamRefused,
 )
 from chute.openapi import stream_responses
-from chute.responses import EventStream, FileStream, RecordStream, StreamLimit
+from chute.responses import EventStream, FileStream, ProxyStream, RecordStream, StreamLimit
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "BrokerError",
     "CSVEncoder",
@@ -43,17 +47,20 @@ __all__ = [
     "FeedError",
     "FileStream",
     "Forbidden",
+    "GatewayTimeout",
     "HTTPError",
     "IntegrityError",
     "JSONArrayEncoder",
     "NDJSONEncoder",
     "NotAcceptable",
     "NotFound",
+    "ProxyStream",
     "RecordStream",
     "SendTimeout",
     "StreamAborted",
     "StreamLimit",
     "Unauthorized",
+    "UpstreamRefused",
     "__version__",
     "stream_responses",
 ]

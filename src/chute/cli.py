@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -15,6 +16,8 @@ from rich.console import Console
 from chute.__about__ import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
     from rich.progress import TaskID
 
@@ -160,9 +163,12 @@ def get(
         return typer.Exit(1)
 
     with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
-        path = _output_path(client, url, output)
+        path, resumable_export = _output_path(client, url, output)
         if path.exists() and not force:
             raise fail(f"{path} exists; --force replaces it")
+        if resumable_export:
+            _get_export(client, url, path, quiet, fail)
+            return
         bar = _ProgressBar(path.name, quiet)
         try:
             with bar:
@@ -185,16 +191,16 @@ def get(
         console.print(f"saved [bold]{escape(str(path))}[/] ({escape(', '.join(notes))})", soft_wrap=True)
 
 
-def _output_path(client: httpx.Client, url: str, output: Path | None) -> Path:
+def _output_path(client: httpx.Client, url: str, output: Path | None) -> tuple[Path, bool]:
     """``output``, or the server's suggested name (a plain name, never a path) in ``output`` or the current
-    folder. A HEAD request asks for the name; without an answer the URL gives it."""
+    folder, and whether the URL is an NDJSON export the server can resume (``Chute-Resume: after``). A HEAD
+    request asks; without an answer the URL gives the name."""
     import httpx
 
     from chute.client import filename_from
+    from chute.client.exports import NDJSON_TYPES
 
-    if output is not None and not output.is_dir():
-        return output
-    disposition, where = None, url
+    disposition, where, resumable = None, url, False
     try:
         head = client.head(url, headers={"accept-encoding": "identity"})
     except (httpx.HTTPError, httpx.InvalidURL):
@@ -203,7 +209,38 @@ def _output_path(client: httpx.Client, url: str, output: Path | None) -> Path:
         where = str(head.url)
         if head.is_success:
             disposition = head.headers.get("content-disposition")
-    return (output or Path()) / filename_from(disposition, where)
+            media_type = head.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            resumable = head.headers.get("chute-resume") == "after" and media_type in NDJSON_TYPES
+    if output is not None and not output.is_dir():
+        return output, resumable
+    return (output or Path()) / filename_from(disposition, where), resumable
+
+
+def _get_export(client: httpx.Client, url: str, path: Path, quiet: bool, fail: Callable[[str], typer.Exit]) -> None:
+    """``chute get`` of a resumable export: records, continued after every break with the server's token."""
+    from rich.markup import escape
+
+    from chute.client import export
+    from chute.exceptions import ClientError
+
+    status = console.status(f"{escape(path.name)}: 0 records")
+
+    def progress(records: int) -> None:
+        status.update(f"{escape(path.name)}: {records:,} records")
+
+    try:
+        with status if not quiet else contextlib.nullcontext():
+            result = export(url, path, client=client, progress=None if quiet else progress)
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"{path}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        console.print("interrupted: the export starts over on the next run", soft_wrap=True)
+        raise typer.Exit(130) from None
+    if not quiet:
+        resumed = f", resumed {result.resumed} times" if result.resumed else ""
+        console.print(f"saved [bold]{escape(str(path))}[/] ({result.records:,} records{resumed})", soft_wrap=True)
 
 
 class _ProgressBar:

@@ -20,7 +20,12 @@ The hierarchy::
     │   ├── Unauthorized         401: credentials are required (publishing events)
     │   ├── Forbidden            403: the credentials given may not do this
     │   ├── NotAcceptable        406: no supported media type matches ``Accept``
-    │   └── NotFound             404: an unknown dataset or resource
+    │   ├── NotFound             404: an unknown dataset or resource
+    │   ├── BadGateway           502: a proxy's upstream failed before its headers (connection refused or cut,
+    │   │   │                    a 5xx answer, too many redirects); after the headers it is a StreamAborted
+    │   │   └── UpstreamRefused  502: the upstream guard refused a URL or address (an origin not allowlisted,
+    │   │                        a loopback, private or link-local address); raised by :mod:`chute.upstreams`
+    │   └── GatewayTimeout       504: a proxy's upstream did not connect or answer its headers in time
     └── StreamAborted            the body could not be completed after the headers were sent; the connection
         │                        is aborted so the client never mistakes a truncated body for a complete one
         └── SendTimeout          the client read nothing for longer than the send deadline and was cut
@@ -159,6 +164,25 @@ class NotFound(HTTPError):
 
     status = 404
     title = "Not Found"
+
+
+class BadGateway(HTTPError):
+    """The upstream of a proxy failed before the response headers were sent."""
+
+    status = 502
+    title = "Bad Gateway"
+
+
+class UpstreamRefused(BadGateway):
+    """The upstream guard of :mod:`chute.upstreams` refused a request: its origin is not allowlisted, or its host
+    resolves to an address the upstream may not reach (loopback, private, link-local...)."""
+
+
+class GatewayTimeout(HTTPError):
+    """The upstream of a proxy did not connect, or did not answer its headers, within its timeouts."""
+
+    status = 504
+    title = "Gateway Timeout"
 
 
 class StreamAborted(ChuteError):

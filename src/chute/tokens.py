@@ -1,7 +1,8 @@
 """Resume tokens: opaque, tamper-evident positions in an ordered export.
 
-A token names a place in one export (its ``scope``, e.g. the dataset) by the key of the last record before it.
-It is ``payload.signature``: the payload is the scope and key as JSON, base64url-encoded, and the signature an
+A token names a place in one export (its ``scope``, e.g. the dataset) by the key of the last record before it,
+and says how many records came before it (its ``position``: a resumed export with a row limit sends only the
+rest, and a client can show progress). It is ``payload.signature``: the payload is the scope, key and position as JSON, base64url-encoded, and the signature an
 HMAC-SHA256 of the payload under the server's secret, truncated to 128 bits. A token changed in any bit, made for
 another scope, or signed with another secret is refused with :class:`~chute.exceptions.BadRequest`: the server
 resumes only where it said it could, and never parses a key it did not issue. Tokens do not expire: the export
@@ -17,6 +18,7 @@ import hashlib
 import hmac
 import secrets
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -25,6 +27,13 @@ from chute.exceptions import BadRequest, ConfigurationError
 Key = int | str
 MAX_TOKEN_LENGTH = 512
 _SIGNATURE_BYTES = 16
+
+
+class ResumePoint(NamedTuple):
+    """Where a token resumes: after the record whose key is ``key``, the ``position``-th record of the export."""
+
+    key: Key
+    position: int
 
 
 def _b64encode(data: bytes) -> str:
@@ -68,13 +77,13 @@ class ResumeTokens:
         digest = hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()
         return _b64encode(digest[:_SIGNATURE_BYTES])
 
-    def issue(self, scope: str, key: Key) -> str:
-        """The token for "after the record whose key is ``key``" in ``scope``."""
-        payload = _b64encode(msgspec.json.encode([scope, key]))
+    def issue(self, scope: str, key: Key, position: int = 0) -> str:
+        """The token for "after the record whose key is ``key``", the ``position``-th record, in ``scope``."""
+        payload = _b64encode(msgspec.json.encode([scope, key, position]))
         return f"{payload}.{self._sign(payload)}"
 
-    def read(self, scope: str, token: str) -> Key:
-        """The key ``token`` resumes after; :class:`~chute.exceptions.BadRequest` unless this server issued it
+    def read(self, scope: str, token: str) -> ResumePoint:
+        """Where ``token`` resumes; :class:`~chute.exceptions.BadRequest` unless this server issued it
         for ``scope``."""
         payload, dot, signature = token.partition(".")
         if not dot or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
@@ -82,9 +91,9 @@ class ResumeTokens:
         if not hmac.compare_digest(signature, self._sign(payload)):
             raise BadRequest("the resume token was not issued by this server, or was changed")
         try:
-            found_scope, key = msgspec.json.decode(_b64decode(payload), type=tuple[str, Key])
+            found_scope, key, position = msgspec.json.decode(_b64decode(payload), type=tuple[str, Key, int])
         except (binascii.Error, ValueError, msgspec.DecodeError):  # signed, so only a different secret's format
             raise BadRequest("the resume token is malformed") from None
         if found_scope != scope:
             raise BadRequest(f"the resume token belongs to {found_scope!r}, not {scope!r}")
-        return key
+        return ResumePoint(key, position)

@@ -3,11 +3,8 @@ mid-line) still ends with every record once, in order, checked by count and chec
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +19,7 @@ from chute.exceptions import BadRequest, DownloadError
 from chute.problems import problem_response
 from chute.tokens import ResumeTokens
 from tests.conftest import ServeApp
+from tests.cutting import CuttingProxy
 
 ROWS = 50_000
 TOKENS = ResumeTokens(b"s" * 32)
@@ -43,7 +41,7 @@ def export_app(rows: int = ROWS) -> FastAPI:
     async def endpoint(
         resumable: bool = False, after: Annotated[str | None, Query()] = None, format: str = "ndjson"
     ) -> RecordStream:
-        start = TOKENS.read("rows", after) if after is not None else 0
+        start = TOKENS.read("rows", after).key if after is not None else 0
         assert isinstance(start, int)
         return RecordStream(
             rows_after(start, rows),
@@ -51,7 +49,9 @@ def export_app(rows: int = ROWS) -> FastAPI:
             batched=True,
             chunk_size=8192,
             end_record=resumable,
-            resume_token=(lambda record: TOKENS.issue("rows", record["id"])) if resumable else None,
+            resume_token=(lambda record, count: TOKENS.issue("rows", record["id"], start + count))
+            if resumable
+            else None,
         )
 
     @app.get("/csv")
@@ -59,53 +59,6 @@ def export_app(rows: int = ROWS) -> FastAPI:
         return RecordStream(rows_after(0, 10), format="csv", batched=True, columns=("id", "name", "note"))
 
     return app
-
-
-class CuttingProxy:
-    """Forwards TCP to ``upstream``; the first ``cuts`` connections are closed after ``after`` bytes back."""
-
-    def __init__(self, upstream_port: int, cuts: int, after: int) -> None:
-        self.upstream_port = upstream_port
-        self.cuts = cuts
-        self.after = after
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            limit = self.after * self.connections if self.connections <= self.cuts else None
-            threading.Thread(target=self._relay, args=(client, limit), daemon=True).start()
-
-    def _relay(self, client: socket.socket, limit: int | None) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-        self._pipe(upstream, client, limit)
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
-        sent = 0
-        try:
-            while data := source.recv(4096 if limit is None else min(4096, limit - sent) or 1):
-                sink.sendall(data)
-                sent += len(data)
-                if limit is not None and sent >= limit:
-                    break
-        except OSError:
-            pass
-        for end in (source, sink):  # shutdown, not only close: it wakes the other direction's blocked recv
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def expected_file(rows: int = ROWS) -> bytes:
@@ -136,7 +89,8 @@ def test_resume_lines_follow_every_chunk_and_name_its_last_record(serve_app: Ser
     resumes = [(n, c["@resume"]) for n, c in controls if "@resume" in c]
     assert len(resumes) > 3  # 8 KiB chunks
     for n, token in resumes:
-        assert TOKENS.read("rows", token) == json.loads(lines[n - 1])["id"]
+        record = json.loads(lines[n - 1])
+        assert TOKENS.read("rows", token) == (record["id"], record["id"])  # ids count from 1
 
 
 def test_without_resumable_the_body_is_plain_records(serve_app: ServeApp) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chute.sources.sql import quote_identifier, sqlite_batches, sqlite_table
+from chute.sources.sql import FETCH_SIZE, quote_identifier, sqlite_batches, sqlite_table
 
 
 @pytest.fixture
@@ -21,9 +21,15 @@ def database(tmp_path: Path) -> Path:
 
 
 def test_a_table_comes_in_batches_in_key_order(database: Path) -> None:
-    batches = list(sqlite_table(database, 'odd "name"', order_by="id"))
-    assert [len(batch) for batch in batches] == [2048, 2048, 904]
-    assert [row[0] for batch in batches for row in batch] == list(range(1, 5001))
+    batches = list(sqlite_table(database, 'odd "name"', key="id"))
+    assert [len(batch) for batch in batches] == [FETCH_SIZE] * 9 + [5000 - 9 * FETCH_SIZE]
+    assert [row.id for batch in batches for row in batch] == list(range(1, 5001))
+
+
+def test_a_table_continues_after_a_key(database: Path) -> None:
+    rows = [row for batch in sqlite_table(database, 'odd "name"', key="id", after=4990) for row in batch]
+    assert [row.id for row in rows] == list(range(4991, 5001))
+    assert rows[0].label == "row 4991"
 
 
 def test_limit_and_parameters(database: Path) -> None:

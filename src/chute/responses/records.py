@@ -68,8 +68,9 @@ class RecordStream(Response):
     ``filename`` adds a ``Content-Disposition: attachment`` header (the format's extension is appended when the
     name has none). ``delimiter`` and ``bom`` configure CSV.
 
-    ``resume_token(record)``, for sources in a stable order, makes NDJSON bodies resumable: after every chunk
-    comes a line ``{"@resume": token}``, the token of the chunk's last record, so a client that loses the
+    ``resume_token(record, count)``, for sources in a stable order, makes NDJSON bodies resumable: after every
+    chunk comes a line ``{"@resume": token}``, the token of the chunk's last record (``count`` is the number of
+    records of this body up to and including it), so a client that loses the
     connection keeps what it got up to the last such line and asks for the rest with that token. (CSV has no
     place for it and a JSON array cannot be continued; other formats ignore it.)
     """
@@ -92,7 +93,7 @@ class RecordStream(Response):
         send_timeout: float | None = 60.0,
         delimiter: str = ",",
         bom: bool = False,
-        resume_token: Callable[[Any], str] | None = None,
+        resume_token: Callable[[Any, int], str] | None = None,
     ) -> None:
         self.source = source
         self.resume_token = resume_token
@@ -177,9 +178,9 @@ class RecordStream(Response):
             helpers=[functools.partial(produce, self.source, batcher, batched=self.batched)],
         )
 
-    def _resume_line(self, last: Any) -> bytes:
+    def _resume_line(self, last: Any, count: int) -> bytes:
         assert self.resume_token is not None
-        return msgspec.json.encode({RESUME_KEY: self.resume_token(last)}) + b"\n" if last is not None else b""
+        return msgspec.json.encode({RESUME_KEY: self.resume_token(last, count)}) + b"\n" if last is not None else b""
 
     async def _pump(
         self, scope: Scope, receive: Receive, send: Send, batcher: Batcher, encoder: Encoder, start: Message
@@ -208,7 +209,7 @@ class RecordStream(Response):
                 pending = (chunk or b"") + chunker.flush()
                 break
             if chunk:
-                await sender.body(chunk + self._resume_line(last) if resumable else chunk, more=True)
+                await sender.body(chunk + self._resume_line(last, encoder.count) if resumable else chunk, more=True)
                 self.records_sent = encoder.count
             elif not sender.started:
                 await sender.start()
@@ -231,7 +232,7 @@ class RecordStream(Response):
             return
         # Hand over the good records before the cut: a client that resumes loses nothing it was sent.
         if pending:
-            await sender.body(pending + self._resume_line(last) if resumable else pending, more=True)
+            await sender.body(pending + self._resume_line(last, encoder.count) if resumable else pending, more=True)
             self.records_sent = encoder.count
         logger.error("stream aborted after %d records: %s", self.records_sent, failure, exc_info=failure)
         raise StreamAborted(str(failure), index=self.records_sent) from failure

@@ -23,19 +23,26 @@ from chute import __version__
 from chute.brokers import Broker, MemoryBroker
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
+from chute.formats import CSV, JSON, NDJSON, lookup, negotiate
 from chute.openapi import stream_responses
 from chute.problems import problem_response
 from chute.ranges import http_date
-from chute.responses import EventStream, RecordStream, StreamLimit
+from chute.responses import EventStream, ProxyStream, RecordStream, StreamLimit
+from chute.responses.bytestream import ByteStream
 from chute.responses.files import FileStream, etag_of
-from chute.service import dataset, samples
+from chute.service import samples
+from chute.service.database import Database, SQLiteDatabase
 from chute.service.logfeed import LOG_TOPIC, AccessLog, LogFeed
 from chute.service.settings import Settings
 from chute.service.work import compute_batch
 from chute.sources.batches import ordered_map
-from chute.sources.sql import sqlite_table
+from chute.tokens import MAX_TOKEN_LENGTH, ResumeTokens
+from chute.upstreams import upstream_client
 
 ROWS_MAX = 100_000_000
+RESUME_SECRET = "resume-secret"
+"""The file in the data folder holding the secret resume tokens are signed with (shared by workers, restarts)."""
+EXPORT_FORMATS = (NDJSON, JSON, CSV)
 GENERATOR_BATCH = 4096
 EPOCH = datetime.datetime(2023, 10, 27, 10, 0, tzinfo=datetime.UTC)
 
@@ -77,6 +84,7 @@ class DatasetInfo(pydantic.BaseModel):
     name: str
     columns: list[str]
     rows: int
+    key: str
     url: str
 
 
@@ -130,12 +138,13 @@ def start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The reference service for ``settings`` (by default from ``CHUTE_*`` variables)."""
     settings = settings or Settings()
+    allowlist = settings.upstream_allowlist()  # a bad upstream URL stops the service before it starts
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        path = await anyio.to_thread.run_sync(dataset.ensure, settings.data, settings.rows)
-        app.state.dataset_path = path
-        app.state.datasets = await anyio.to_thread.run_sync(dataset.datasets, path)
+        database: Database = await SQLiteDatabase.open(settings.data, settings.rows)
+        app.state.database = database
+        app.state.resume_tokens = await anyio.to_thread.run_sync(ResumeTokens.from_file, settings.data / RESUME_SECRET)
         pool = start_pool(settings.batch_workers)
         app.state.pool = pool
         if settings.files is None:
@@ -147,13 +156,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stream_limit = StreamLimit(settings.max_streams)
         log_feed = LogFeed(broker, level=logging.getLevelName(settings.log_level.upper()))
         logging.getLogger().addHandler(log_feed)
+        # One pool of upstream connections for every /stream-external request of this process.
+        app.state.upstream_client = upstream_client(
+            allowlist,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+        )
         try:
             yield
         finally:
+            await app.state.upstream_client.aclose()
             logging.getLogger().removeHandler(log_feed)
             await log_feed.aclose()
             await broker.aclose()
             digests.close()
+            await database.aclose()
             # Wait for the workers to exit: left running, they (and the forkserver) outlive the server.
             await anyio.to_thread.run_sync(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
 
@@ -230,35 +247,93 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/exports", tags=["exports"])
     async def exports(request: Request) -> list[DatasetInfo]:
-        """The datasets on offer: each is a table of the embedded database."""
-        found: dict[str, dataset.Dataset] = request.app.state.datasets
+        """The datasets on offer: each is a table of the database, exported in the order of its key."""
+        database: Database = request.app.state.database
         return [
             DatasetInfo(
-                name=d.name, columns=list(d.columns), rows=d.rows, url=str(request.url_for("export", name=d.name))
+                name=d.name,
+                columns=list(d.columns),
+                rows=d.rows,
+                key=d.key,
+                url=str(request.url_for("export", name=d.name)),
             )
-            for d in found.values()
+            for d in database.datasets.values()
         ]
 
-    @app.get(
+    @app.api_route(
         "/exports/{name}",
+        methods=["GET", "HEAD"],
         name="export",
         tags=["exports"],
         response_class=RecordStream,
-        responses={**stream_responses(dict[str, Any]), 404: {"description": "Unknown dataset (problem JSON)."}},
+        responses={
+            **stream_responses(dict[str, Any]),
+            400: {"description": "A resume token that this server did not issue for this dataset (problem JSON)."},
+            404: {"description": "Unknown dataset (problem JSON)."},
+        },
     )
     async def export(
         request: Request,
         name: Annotated[str, Path(max_length=64, description="A dataset name from /exports.")],
         format: Annotated[FormatName | None, Query(description="Overrides Accept.")] = None,
-        limit: Annotated[int | None, Query(ge=0, le=ROWS_MAX)] = None,
-    ) -> RecordStream:
-        """A table streamed through a server-side cursor in primary key order, as CSV, NDJSON or JSON."""
-        found: dict[str, dataset.Dataset] = request.app.state.datasets
-        if name not in found:
+        limit: Annotated[
+            int | None, Query(ge=0, le=ROWS_MAX, description="At most this many rows, resumed parts included.")
+        ] = None,
+        resumable: Annotated[
+            bool,
+            Query(
+                description='NDJSON only: a `{"@resume": token}` line after every chunk and `{"@end": {"records": '
+                "N}}` at the end (N counts this response's records). Resume after a cut with `after=<token>`."
+            ),
+        ] = False,
+        after: Annotated[
+            str | None,
+            Query(max_length=MAX_TOKEN_LENGTH, description="A resume token from an earlier response of this export."),
+        ] = None,
+    ) -> Response:
+        """A table streamed through a server-side cursor in key order, as CSV, NDJSON or JSON; resumable as NDJSON.
+
+        The response says `Chute-Resume: after` when the export can be resumed: `chute get` and
+        `chute.client.export()` then resume it after every cut, with no gap and no duplicate."""
+        database: Database = request.app.state.database
+        found = database.datasets.get(name)
+        if found is None:
             raise NotFound(f"no dataset named {name!r}; see /exports")
-        table = found[name]
-        source = sqlite_table(request.app.state.dataset_path, table.name, limit=limit)
-        return stream(source, format=format, columns=table.columns, batched=True, filename=table.name)
+        resumable_key = found.key in found.columns
+        start = request.app.state.resume_tokens.read(name, after) if after is not None else None
+        if (resumable or start is not None) and not resumable_key:
+            raise BadRequest(f"the dataset {name!r} has no key column to resume after")
+        position = start.position if start is not None else 0
+        remaining = None if limit is None else max(0, limit - position)
+        headers = {"chute-resume": "after"} if resumable_key else {}
+        # The database's own CSV, when it has one, is faster than any re-encoding; the first page only, as CSV
+        # cannot carry resume points.
+        chosen = lookup(format)[0] if format is not None else negotiate(request.headers.get("accept"), EXPORT_FORMATS)
+        native = database.csv(found, limit=remaining) if start is None and chosen is CSV else None
+        if native is not None:
+            return ByteStream(
+                native,
+                media_type="text/csv; charset=utf-8",
+                filename=f"{found.name}.csv",
+                headers=headers if format is not None else headers | {"vary": "Accept"},
+                send_timeout=settings.send_timeout,
+            )
+        key = found.key
+        tokens: ResumeTokens = request.app.state.resume_tokens
+
+        def resume_token(record: Any, count: int) -> str:
+            return tokens.issue(name, getattr(record, key), position + count)
+
+        return stream(
+            database.rows(found, after=start.key if start is not None else None, limit=remaining),
+            format=format,
+            columns=found.columns,
+            batched=True,
+            filename=found.name,
+            headers=headers,
+            end_record=resumable,
+            resume_token=resume_token if resumable else None,
+        )
 
     @app.get("/files/", tags=["files"])
     async def files(request: Request) -> list[FileInfo]:
@@ -299,6 +374,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache_control=settings.cache_control,
             send_timeout=settings.send_timeout,
             digests=request.app.state.digests,
+        )
+
+    @app.api_route(
+        "/stream-external",
+        methods=["GET", "HEAD"],
+        tags=["proxy"],
+        status_code=200,
+        response_class=ProxyStream,
+        responses={
+            200: {"description": "The upstream's body as received (Content-Encoding kept), or its 206/304/416."},
+            404: {"description": "No upstream of that name (problem JSON), or the upstream's own 404."},
+            502: {"description": "The upstream failed, answered an error or was refused before its headers."},
+            504: {"description": "The upstream did not connect or answer within its timeouts (problem JSON)."},
+        },
+    )
+    async def stream_external(
+        request: Request,
+        source: Annotated[str, Query(max_length=64, description="The name of an upstream in the settings.")],
+    ) -> ProxyStream:
+        """Relay a named upstream: Range and conditional requests forwarded, the body passed through as is. A
+        failure after the headers aborts the connection; it never becomes text in the body."""
+        return ProxyStream(
+            allowlist[source].url,
+            client=request.app.state.upstream_client,
+            max_redirects=settings.upstream_max_redirects,
+            send_timeout=settings.send_timeout,
         )
 
     @app.get(

@@ -105,11 +105,13 @@ EPOCH = datetime.datetime(2023, 10, 27, 10, 0, tzinfo=datetime.UTC)
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A table on offer: its name (the table's), its columns and its row count."""
+    """A table on offer: its name (the table's), its columns, its row count and the unique key its exports are
+    ordered by (and resumed after)."""
 
     name: str
     columns: tuple[str, ...]
     rows: int
+    key: str = "id"
 
 
 def ensure(folder: Path, rows: int) -> Path:
@@ -153,14 +155,27 @@ def _generate(path: Path, rows: int) -> None:
             CREATE TABLE chute_meta (version INTEGER NOT NULL, rows INTEGER NOT NULL);
             """
         )
-        rng = random.Random(SEED)
-        customers = list(_customers(rng, max(10, rows // 100)))
+        customers, orders = generate(rows)
         db.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?)", customers)
-        db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _orders(rng, rows, customers))
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", orders)
         db.execute("INSERT INTO chute_meta VALUES (?, ?)", (VERSION, rows))
         db.commit()
     finally:
         db.close()
+
+
+Customer = tuple[int, str, str, str, str]
+"""``id, name, email, country, created_at``"""
+Order = tuple[int, int, str, str, str, int, str, str, str, str]
+"""``id, customer_id, customer, country, product, quantity, unit_price, total, status, created_at``"""
+
+
+def generate(rows: int) -> tuple[list[Customer], Iterator[Order]]:
+    """The customers and (lazily) the orders for ``rows`` orders: the same rows on every call, whichever database
+    they are loaded into (:mod:`chute.service.pg_dataset` loads them into PostgreSQL)."""
+    rng = random.Random(SEED)
+    customers = list(_customers(rng, max(10, rows // 100)))
+    return customers, _orders(rng, rows, customers)
 
 
 def _timestamp(seconds: int) -> str:
@@ -168,7 +183,7 @@ def _timestamp(seconds: int) -> str:
     return (EPOCH + datetime.timedelta(seconds=seconds)).isoformat()[:19] + "Z"
 
 
-def _customers(rng: random.Random, count: int) -> Iterator[tuple[int, str, str, str, str]]:
+def _customers(rng: random.Random, count: int) -> Iterator[Customer]:
     firsts = rng.choices(FIRST_NAMES, k=count)
     lasts = rng.choices(LAST_NAMES, k=count)
     countries = rng.choices(COUNTRIES, k=count)
@@ -176,9 +191,7 @@ def _customers(rng: random.Random, count: int) -> Iterator[tuple[int, str, str, 
         yield i + 1, f"{firsts[i]} {lasts[i]}", f"customer{i + 1}@example.com", countries[i], _timestamp(-i * 3600)
 
 
-def _orders(
-    rng: random.Random, count: int, customers: list[tuple[int, str, str, str, str]]
-) -> Iterator[tuple[int, int, str, str, str, int, str, str, str, str]]:
+def _orders(rng: random.Random, count: int, customers: list[Customer]) -> Iterator[Order]:
     step = 4096
     names = list(PRODUCTS)
     totals = {(name, q): str(Decimal(price) * q) for name, price in PRODUCTS.items() for q in range(1, 10)}
@@ -222,7 +235,9 @@ def datasets(path: Path) -> dict[str, Dataset]:
         found = {}
         for name in names:
             quoted = '"' + name.replace('"', '""') + '"'
-            columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({quoted})"))
+            info = db.execute(f"PRAGMA table_info({quoted})").fetchall()
+            columns = tuple(row[1] for row in info)
+            primary = [row[1] for row in info if row[5]]  # (cid, name, type, notnull, default, pk)
             (count,) = db.execute(f"SELECT count(*) FROM {quoted}").fetchone()
-            found[name] = Dataset(name, columns, int(count))
+            found[name] = Dataset(name, columns, int(count), key=primary[0] if len(primary) == 1 else "rowid")
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,15 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chute.chunker import DEFAULT_MAX_LATENCY, DEFAULT_TARGET
+from chute.upstreams import Allowlist, Upstream
+
+SELF = "{self}"
+"""Stands for the service's own address in an upstream URL (``127.0.0.1:8000`` by default)."""
+DEFAULT_UPSTREAMS = {
+    "self-csv": Upstream(f"http://{SELF}/stream-csv?rows=100000", allow_private=True),
+    "self-file": Upstream(f"http://{SELF}/download-file/big-1GiB.bin", allow_private=True),
+}
+"""Upstreams that work offline: the service's own streams, through the proxy."""
 
 
 class Settings(BaseSettings):
@@ -46,6 +56,17 @@ class Settings(BaseSettings):
         5.0, ge=0, le=600, description="Seconds open responses get to finish when the server stops."
     )
     log_level: str = "info"
+    upstreams: dict[str, Upstream] = Field(
+        default_factory=lambda: dict(DEFAULT_UPSTREAMS),
+        description="Named upstreams of /stream-external, as JSON: "
+        '{"name": {"url": "https://example.com/data.bin", "allow_private": false}}. Only their origins are reached; '
+        "loopback and private addresses need allow_private. `{self}` in a URL is this service's own address.",
+    )
+    upstream_connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to connect to an upstream.")
+    upstream_read_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds an upstream may send nothing: 504 before its headers, cut after."
+    )
+    upstream_max_redirects: int = Field(5, ge=0, le=20, description="Redirects an upstream may answer in a row.")
 
     @model_validator(mode="after")
     def _workers_share_a_broker(self) -> Settings:
@@ -60,10 +81,21 @@ class Settings(BaseSettings):
     def files_folder(self) -> Path:
         return self.files if self.files is not None else self.data / "files"
 
+    def upstream_allowlist(self) -> Allowlist:
+        """The named upstreams, ``{self}`` replaced by the address this service answers on."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return Allowlist(
+            {
+                name: Upstream(upstream.url.replace(SELF, address), allow_private=upstream.allow_private)
+                for name, upstream in self.upstreams.items()
+            }
+        )
+
     def environment(self) -> dict[str, str]:
         """These settings as ``CHUTE_*`` variables, for server processes that build the app themselves."""
         return {
-            f"CHUTE_{name.upper()}": str(value)
+            f"CHUTE_{name.upper()}": json.dumps(value) if isinstance(value, dict | list) else str(value)
             for name, value in self.model_dump(mode="json").items()
             if value is not None
         }
