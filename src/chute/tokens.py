@@ -2,8 +2,9 @@
 
 A token names a place in one export (its ``scope``, e.g. the dataset) by the key of the last record before it,
 and says how many records came before it (its ``position``: a resumed export with a row limit sends only the
-rest, and a client can show progress). It is ``payload.signature``: the payload is the scope, key and position as JSON, base64url-encoded, and the signature an
-HMAC-SHA256 of the payload under the server's secret, truncated to 128 bits. A token changed in any bit, made for
+rest, and a client can show progress). It is ``payload.signature``: the payload is the scope, key and position
+as JSON, base64url-encoded, and the signature an HMAC-SHA256 of the payload under the server's secret, truncated
+to 128 bits. A token changed in any bit, made for
 another scope, or signed with another secret is refused with :class:`~chute.exceptions.BadRequest`: the server
 resumes only where it said it could, and never parses a key it did not issue. Tokens do not expire: the export
 is ordered by a unique key, so "after key K" means the same thing later, to this server or another one sharing
