@@ -187,3 +187,28 @@ def test_stopping_the_service_leaves_no_worker_processes(tmp_path: Path) -> None
         assert children  # the batch workers (and the forkserver that starts them) are running
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def test_a_csv_export_speaks_the_locale_asked_for(service: Service) -> None:
+    url = f"{service.base_url}/exports/orders"
+    machine = httpx.get(url, params={"format": "csv", "limit": 20})
+    assert "content-language" not in machine.headers
+    assert "Accept-Language" in machine.headers["vary"]
+    plain = list(csv.DictReader(io.StringIO(machine.text)))
+    german = httpx.get(url, params={"format": "csv", "limit": 20, "locale": "de-DE", "bom": "true"})
+    assert german.headers["content-language"] == "de-DE"
+    assert german.content.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(german.content.decode("utf-8-sig")), delimiter=";"))
+    assert [r["id"] for r in rows] == [r["id"] for r in plain]
+    for local, iso in zip(rows, plain, strict=True):
+        assert local["total"] == iso["total"].replace(".", ",")
+        when = iso["created_at"]  # 2023-10-27T10:00:07Z
+        assert local["created_at"] == f"{when[8:10]}.{when[5:7]}.{when[:4]} {when[11:19]}"
+    french = httpx.get(url, params={"format": "csv", "limit": 20}, headers={"accept-language": "fr-CH, en;q=0.5"})
+    assert french.headers["content-language"] == "fr-CH"
+    unknown = httpx.get(url, params={"format": "csv", "limit": 20, "locale": "xx-YY"})
+    assert unknown.status_code == 200
+    assert unknown.content == machine.content
+    assert "content-language" not in unknown.headers
+    ndjson = httpx.get(url, params={"limit": 3, "locale": "de-DE"})  # JSON is for programs: never localized
+    assert [json.loads(line)["total"] for line in ndjson.text.splitlines()] == [r["total"] for r in plain[:3]]

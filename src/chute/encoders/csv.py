@@ -24,6 +24,7 @@ import msgspec
 from chute.encoders.base import Encoder
 from chute.encoders.records import Record, Row, as_rows
 from chute.exceptions import ConfigurationError, EncodeError
+from chute.locales import CSVLocale
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -37,6 +38,8 @@ class CSVEncoder(Encoder):
 
     ``delimiter`` is one character other than a quote, CR or LF (``;`` suits locales with a decimal comma);
     ``bom`` starts the body with a UTF-8 byte order mark, which spreadsheet programs need to detect UTF-8.
+    ``locale`` (see :mod:`chute.locales`) writes numbers and dates as that locale's spreadsheets read them; the
+    caller passes its delimiter too (``delimiter=locale.delimiter``).
     CSV has no place for an end record; a truncated CSV body is told apart by the aborted connection.
     """
 
@@ -50,8 +53,11 @@ class CSVEncoder(Encoder):
         delimiter: str = ",",
         bom: bool = False,
         header: bool = True,
+        locale: CSVLocale | None = None,
     ) -> None:
         super().__init__(columns)
+        self.locale = locale
+        self._localize = locale.row() if locale is not None else None
         if len(delimiter) != 1 or delimiter in '"\r\n' or not delimiter.isascii():
             raise ConfigurationError(f"CSV delimiter must be one ASCII character other than quote/CR/LF: {delimiter!r}")
         self.delimiter = delimiter
@@ -67,6 +73,8 @@ class CSVEncoder(Encoder):
         if not columns:
             raise EncodeError("tuple/list records need a header (columns=...) to be written as CSV", index=self.count)
         rows = as_rows(batch, columns, offset=self.count)
+        if self._localize is not None:
+            rows = list(map(self._localize, rows))
         return self._start() + self._rows(rows)
 
     def _finish(self, end_record: Mapping[str, Any] | None) -> bytes:

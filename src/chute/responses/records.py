@@ -37,6 +37,7 @@ from chute.encoders import CSVEncoder, Encoder, NDJSONEncoder
 from chute.exceptions import ConfigurationError, EncodeError, HTTPError, StreamAborted
 from chute.formats import Format, lookup, negotiate
 from chute.headers import content_disposition
+from chute.locales import CSVLocale
 from chute.problems import problem, problem_response
 from chute.responses.sending import Outcome, Sender, supervise
 from chute.sources.iterables import Batcher, Source, aclose_quietly, produce
@@ -55,24 +56,26 @@ MAX_BATCH = 65536
 class RecordStream(Response):
     """Stream ``source`` to the client as CSV, NDJSON or a JSON array.
 
-    ``source`` is a sync or async iterable of records (dicts, tuples/lists with ``columns``, dataclasses,
-    pydantic models, msgspec Structs) or, with ``batched=True``, of lists of records. Sync sources are drained
-    in a worker thread, many records per hop.
+        ``source`` is a sync or async iterable of records (dicts, tuples/lists with ``columns``, dataclasses,
+        pydantic models, msgspec Structs) or, with ``batched=True``, of lists of records. Sync sources are drained
+        in a worker thread, many records per hop.
 
-    ``format`` fixes the format (``"csv"``, ``"ndjson"``, ``"jsonl"``, ``"json"``); without it the format is
-    negotiated by ``Accept`` among ``formats`` (first is the default), with a 406 problem response listing the
-    supported media types when none is acceptable.
+        ``format`` fixes the format (``"csv"``, ``"ndjson"``, ``"jsonl"``, ``"json"``); without it the format is
+        negotiated by ``Accept`` among ``formats`` (first is the default), with a 406 problem response listing the
+        supported media types when none is acceptable.
 
-    ``end_record=True`` appends ``{"@end": {"records": N}}`` to NDJSON and JSON bodies so a client can verify it
-    got everything even through intermediaries. ``send_timeout`` cuts a client that stops reading.
-    ``filename`` adds a ``Content-Disposition: attachment`` header (the format's extension is appended when the
-    name has none). ``delimiter`` and ``bom`` configure CSV.
+        ``end_record=True`` appends ``{"@end": {"records": N}}`` to NDJSON and JSON bodies so a client can verify it
+        got everything even through intermediaries. ``send_timeout`` cuts a client that stops reading.
+        ``filename`` adds a ``Content-Disposition: attachment`` header (the format's extension is appended when the
+        name has none). ``delimiter`` and ``bom`` configure CSV; ``locale`` (a :class:`~chute.locales.CSVLocale`,
+    see :func:`~chute.locales.choose_csv_locale`) localizes CSV numbers and dates, sets its delimiter and
+    ``Content-Language``.
 
-    ``resume_token(record, count)``, for sources in a stable order, makes NDJSON bodies resumable: after every
-    chunk comes a line ``{"@resume": token}``, the token of the chunk's last record (``count`` is the number of
-    records of this body up to and including it), so a client that loses the
-    connection keeps what it got up to the last such line and asks for the rest with that token. (CSV has no
-    place for it and a JSON array cannot be continued; other formats ignore it.)
+        ``resume_token(record, count)``, for sources in a stable order, makes NDJSON bodies resumable: after every
+        chunk comes a line ``{"@resume": token}``, the token of the chunk's last record (``count`` is the number of
+        records of this body up to and including it), so a client that loses the
+        connection keeps what it got up to the last such line and asks for the rest with that token. (CSV has no
+        place for it and a JSON array cannot be continued; other formats ignore it.)
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class RecordStream(Response):
         send_timeout: float | None = 60.0,
         delimiter: str = ",",
         bom: bool = False,
+        locale: CSVLocale | None = None,
         resume_token: Callable[[Any, int], str] | None = None,
     ) -> None:
         self.source = source
@@ -110,9 +114,10 @@ class RecordStream(Response):
         self.chunk_size = chunk_size
         self.max_latency = max_latency
         self.send_timeout = send_timeout
-        self.delimiter = delimiter
+        self.locale = locale
+        self.delimiter = locale.delimiter if locale is not None else delimiter
         self.bom = bom
-        CSVEncoder(columns, delimiter=delimiter)  # validate the CSV options here, at the call site
+        CSVEncoder(columns, delimiter=self.delimiter)  # validate the CSV options here, at the call site
         self.media_type = self.fixed[1] if self.fixed else None
         self.init_headers(headers)
         self.outcome: Outcome = "pending"
@@ -125,13 +130,15 @@ class RecordStream(Response):
 
     def make_encoder(self, fmt: Format) -> Encoder:
         if fmt.encoder is CSVEncoder:
-            return CSVEncoder(self.columns, delimiter=self.delimiter, bom=self.bom)
+            return CSVEncoder(self.columns, delimiter=self.delimiter, bom=self.bom, locale=self.locale)
         return fmt.encoder(self.columns)
 
     def start_message(self, fmt: Format, media_type: str) -> Message:
         headers = [(k, v) for k, v in self.raw_headers if k not in (b"content-type", b"content-length")]
         headers.append((b"content-type", fmt.content_type(media_type).encode("latin-1")))
         headers.append((b"x-content-type-options", b"nosniff"))
+        if self.locale is not None and fmt.encoder is CSVEncoder:
+            headers.append((b"content-language", self.locale.tag.encode("ascii")))
         if self.fixed is None:
             headers.append((b"vary", b"Accept"))
         if self.filename is not None:

@@ -24,6 +24,7 @@ from chute.brokers import Broker, MemoryBroker
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.formats import CSV, JSON, NDJSON, lookup, negotiate
+from chute.locales import choose_csv_locale
 from chute.openapi import stream_responses
 from chute.problems import problem_response
 from chute.ranges import http_date
@@ -290,6 +291,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             str | None,
             Query(max_length=MAX_TOKEN_LENGTH, description="A resume token from an earlier response of this export."),
         ] = None,
+        locale: Annotated[
+            str | None,
+            Query(
+                max_length=64,
+                description="CSV only: numbers, dates and delimiter as this locale's spreadsheets read them (`de-DE`"
+                ": `1234,5;27.10.2023 10:00:00`). Default: `Accept-Language`; unknown locales give machine CSV.",
+            ),
+        ] = None,
+        bom: Annotated[
+            bool, Query(description="CSV only: start with a UTF-8 byte order mark (for spreadsheets).")
+        ] = False,
     ) -> Response:
         """A table streamed through a server-side cursor in key order, as CSV, NDJSON or JSON; resumable as NDJSON.
 
@@ -309,13 +321,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The database's own CSV, when it has one, is faster than any re-encoding; the first page only, as CSV
         # cannot carry resume points.
         chosen = lookup(format)[0] if format is not None else negotiate(request.headers.get("accept"), EXPORT_FORMATS)
-        native = database.csv(found, limit=remaining) if start is None and chosen is CSV else None
+        csv_locale = choose_csv_locale(locale, request.headers.get("accept-language")) if chosen is CSV else None
+        if locale is None:
+            headers["vary"] = "Accept-Language"
+        plain_csv = chosen is CSV and csv_locale is None and not bom
+        native = database.csv(found, limit=remaining) if start is None and plain_csv else None
         if native is not None:
             return ByteStream(
                 native,
                 media_type="text/csv; charset=utf-8",
                 filename=f"{found.name}.csv",
-                headers=headers if format is not None else headers | {"vary": "Accept"},
+                headers=headers if format is not None else headers | {"vary": f"Accept, {headers['vary']}"},
                 send_timeout=settings.send_timeout,
             )
         key = found.key
@@ -325,8 +341,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return tokens.issue(name, getattr(record, key), position + count)
 
         return stream(
-            database.rows(found, after=start.key if start is not None else None, limit=remaining),
+            database.rows(
+                found, after=start.key if start is not None else None, limit=remaining, typed=csv_locale is not None
+            ),
             format=format,
+            locale=csv_locale,
+            bom=bom,
             columns=found.columns,
             batched=True,
             filename=found.name,

@@ -28,8 +28,10 @@ class Database(Protocol):
     datasets: dict[str, Dataset]
     """The datasets on offer, by name."""
 
-    def rows(self, found: Dataset, *, after: Key | None, limit: int | None) -> Batches:
-        """Batches of ``found``'s rows in key order, those after the key value ``after``, at most ``limit``."""
+    def rows(self, found: Dataset, *, after: Key | None, limit: int | None, typed: bool = False) -> Batches:
+        """Batches of ``found``'s rows in key order, those after the key value ``after``, at most ``limit``.
+        ``typed`` asks for dates as ``datetime`` and money as ``Decimal`` even where the database stores text
+        (to localize them); the JSON text of a row is the same either way."""
         ...
 
     def csv(self, found: Dataset, *, limit: int | None) -> AsyncIterable[bytes] | None:
@@ -55,8 +57,9 @@ class SQLiteDatabase:
         path = await anyio.to_thread.run_sync(dataset.ensure, folder, rows)
         return cls(path, await anyio.to_thread.run_sync(dataset.datasets, path))
 
-    def rows(self, found: Dataset, *, after: Key | None, limit: int | None) -> Batches:
-        return sqlite_table(self.path, found.name, columns=found.columns, key=found.key, after=after, limit=limit)
+    def rows(self, found: Dataset, *, after: Key | None, limit: int | None, typed: bool = False) -> Batches:
+        batches = sqlite_table(self.path, found.name, columns=found.columns, key=found.key, after=after, limit=limit)
+        return dataset.typed(batches) if typed else batches
 
     def csv(self, found: Dataset, *, limit: int | None) -> None:
         return None  # chute's CSV encoder is the fastest way from SQLite rows to CSV

@@ -13,9 +13,12 @@ import datetime
 import os
 import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 FILENAME = "chute.sqlite3"
 VERSION = 1
@@ -112,6 +115,25 @@ class Dataset:
     columns: tuple[str, ...]
     rows: int
     key: str = "id"
+
+
+PARSERS: dict[str, Callable[[str], object]] = {
+    "created_at": datetime.datetime.fromisoformat,
+    "unit_price": Decimal,
+    "total": Decimal,
+}
+"""The columns SQLite keeps as text (ISO 8601 timestamps, exact money) and the types they stand for."""
+
+
+def typed(batches: Iterable[list[Any]]) -> Iterator[list[Any]]:
+    """``batches`` of row Structs with the text columns of :data:`PARSERS` parsed into their types (a copy)."""
+    for batch in batches:
+        if not batch:
+            continue
+        fields = [(name, PARSERS[name]) for name in batch[0].__struct_fields__ if name in PARSERS]
+        yield [
+            msgspec.structs.replace(row, **{name: parse(getattr(row, name)) for name, parse in fields}) for row in batch
+        ]
 
 
 def ensure(folder: Path, rows: int) -> Path:
