@@ -5,8 +5,8 @@ Each contender runs in its own server process on loopback. One client reads ``nu
 wall time of the whole response, time to the first byte, and the prober's latencies. Targets (same run): chute's
 wall time <= 0.6x the seed's, and every ``/healthz`` answered within 50 ms while chute computes.
 
-    ./scripts/bench-batches            # 8 batches of 300,000 results (about 0.5 s of CPU each)
-    ./scripts/bench-batches --quick    # 8 batches of 50,000
+    ./scripts/bench-batches            # 8 batches of 100,000 results (the service's maximum batch)
+    ./scripts/bench-batches --quick    # 8 batches of 25,000
 """
 
 from __future__ import annotations
@@ -180,13 +180,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller batches: a smoke run")
     parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=None, help="results per batch (default 300,000)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="results per batch (default 100,000, the service's maximum)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="chute's pool processes (CHUTE_BATCH_WORKERS)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the fastest is reported")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     args = parser.parse_args(argv)
     if args.batch_size is None:
-        args.batch_size = 50_000 if args.quick else 300_000
+        args.batch_size = 25_000 if args.quick else 100_000
     if args.quick:
         args.repeat = 1
     return args

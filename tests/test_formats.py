@@ -34,7 +34,9 @@ def test_formats_have_their_encoders() -> None:
 
 
 def test_lookup_of_an_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigurationError, match="unknown format 'xml'; known formats: csv, json, jsonl, ndjson"):
+    with pytest.raises(
+        ConfigurationError, match="unknown format 'xml'; known formats: arrow, csv, json, jsonl, ndjson"
+    ):
         lookup("xml")
 
 

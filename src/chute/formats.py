@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
+from chute.encoders.arrow import MEDIA_TYPE as ARROW_MEDIA_TYPE
+from chute.encoders.arrow import ArrowEncoder
 from chute.exceptions import ConfigurationError, NotAcceptable
 
 
@@ -16,21 +18,25 @@ class Format:
     name: str
     media_types: tuple[str, ...]
     encoder: type[Encoder]
+    text: bool = True
+    suffix: str | None = None
 
     def extension(self, media_type: str) -> str:
         """The file name extension for a download served as ``media_type``."""
-        return "jsonl" if "jsonl" in media_type else self.name
+        return "jsonl" if "jsonl" in media_type else self.suffix or self.name
 
     def content_type(self, media_type: str) -> str:
-        # Every format chute writes is UTF-8 text; say so even where the type's registration implies it.
-        return f"{media_type}; charset=utf-8"
+        # Every text format chute writes is UTF-8; say so even where the type's registration implies it.
+        return f"{media_type}; charset=utf-8" if self.text else media_type
 
 
 CSV = Format("csv", ("text/csv",), CSVEncoder)
 NDJSON = Format("ndjson", ("application/x-ndjson", "application/jsonl", "application/x-jsonlines"), NDJSONEncoder)
 JSON = Format("json", ("application/json",), JSONArrayEncoder)
+# Arrow's IPC stream format; ".arrows" is its registered file extension (".arrow" is the random-access file format).
+ARROW = Format("arrow", (ARROW_MEDIA_TYPE,), ArrowEncoder, text=False, suffix="arrows")
 
-FORMATS: dict[str, Format] = {f.name: f for f in (NDJSON, JSON, CSV)}
+FORMATS: dict[str, Format] = {f.name: f for f in (NDJSON, JSON, CSV, ARROW)}
 # "jsonl" names the same format, served first as application/jsonl.
 ALIASES: dict[str, tuple[Format, str]] = {"jsonl": (NDJSON, "application/jsonl")}
 

@@ -82,6 +82,15 @@ def stream_responses(
                     "schema": {"type": "string", "description": "RFC 4180 CSV, a header row, then one row per item"},
                     "itemSchema": schema,
                 }
+            elif fmt.name == "arrow":
+                content[media_type] = {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "An Apache Arrow IPC stream: record batches with one column per item field",
+                    },
+                    "itemSchema": schema,
+                }
             else:
                 content[media_type] = {"itemSchema": schema}
     if end_record:

@@ -16,7 +16,8 @@ so every request is checked, redirects included (a proxy follows them itself, ea
 The connection itself is a plain asyncio protocol rather than anyio's socket stream: httpcore reads 64 KiB at a
 time, and anyio pauses and resumes the socket around each read and splits the event loop's 256 KiB reads into
 64 KiB slices; through it a relay moved ~0.5 GB/s on loopback. Here a read returns a whole chunk as the loop
-received it, and the socket is paused only when 256 KiB wait unread (``benchmarks/README.md`` has the numbers).
+received it, and the socket is paused only when 256 KiB wait unread. ``./scripts/bench-proxy`` compares the
+whole relay with a default httpx client behind ``StreamingResponse`` (``benchmarks/README.md``, proxied downloads).
 """
 
 from __future__ import annotations

@@ -212,3 +212,21 @@ def test_a_csv_export_speaks_the_locale_asked_for(service: Service) -> None:
     assert "content-language" not in unknown.headers
     ndjson = httpx.get(url, params={"limit": 3, "locale": "de-DE"})  # JSON is for programs: never localized
     assert [json.loads(line)["total"] for line in ndjson.text.splitlines()] == [r["total"] for r in plain[:3]]
+
+
+def test_an_export_as_arrow_has_typed_columns(service: Service) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    url = f"{service.base_url}/exports/orders"
+    response = httpx.get(url, params={"limit": 3000}, headers={"accept": "application/vnd.apache.arrow.stream"})
+    assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    assert response.headers["content-disposition"] == 'attachment; filename="orders.arrows"'
+    table = pyarrow.ipc.open_stream(response.content).read_all()
+    assert table.num_rows == 3000
+    assert table.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    assert pa.types.is_decimal(table.schema.field("total").type)
+    first = json.loads(httpx.get(url, params={"limit": 1}).text)
+    row = table.slice(0, 1).to_pylist()[0]
+    assert str(row["total"]) == first["total"]
+    assert row["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ") == first["created_at"]

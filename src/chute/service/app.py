@@ -23,7 +23,7 @@ from chute import __version__
 from chute.brokers import Broker, MemoryBroker
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
-from chute.formats import CSV, JSON, NDJSON, lookup, negotiate
+from chute.formats import ARROW, CSV, JSON, NDJSON, lookup, negotiate
 from chute.locales import choose_csv_locale
 from chute.openapi import stream_responses
 from chute.problems import problem_response
@@ -43,11 +43,12 @@ from chute.upstreams import upstream_client
 ROWS_MAX = 100_000_000
 RESUME_SECRET = "resume-secret"
 """The file in the data folder holding the secret resume tokens are signed with (shared by workers, restarts)."""
-EXPORT_FORMATS = (NDJSON, JSON, CSV)
+EXPORT_FORMATS = (NDJSON, JSON, CSV, ARROW)
 GENERATOR_BATCH = 4096
 EPOCH = datetime.datetime(2023, 10, 27, 10, 0, tzinfo=datetime.UTC)
 
 FormatName = Literal["csv", "ndjson", "jsonl", "json"]
+ExportFormatName = Literal["csv", "ndjson", "jsonl", "json", "arrow"]
 Rows = Annotated[int, Query(ge=0, le=ROWS_MAX, description="How many rows to stream.")]
 
 
@@ -268,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["exports"],
         response_class=RecordStream,
         responses={
-            **stream_responses(dict[str, Any]),
+            **stream_responses(dict[str, Any], formats=("ndjson", "json", "csv", "arrow")),
             400: {"description": "A resume token that this server did not issue for this dataset (problem JSON)."},
             404: {"description": "Unknown dataset (problem JSON)."},
         },
@@ -276,7 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def export(
         request: Request,
         name: Annotated[str, Path(max_length=64, description="A dataset name from /exports.")],
-        format: Annotated[FormatName | None, Query(description="Overrides Accept.")] = None,
+        format: Annotated[ExportFormatName | None, Query(description="Overrides Accept.")] = None,
         limit: Annotated[
             int | None, Query(ge=0, le=ROWS_MAX, description="At most this many rows, resumed parts included.")
         ] = None,
@@ -320,7 +321,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {"chute-resume": "after"} if resumable_key else {}
         # The database's own CSV, when it has one, is faster than any re-encoding; the first page only, as CSV
         # cannot carry resume points.
-        chosen = lookup(format)[0] if format is not None else negotiate(request.headers.get("accept"), EXPORT_FORMATS)
+        chosen = (
+            lookup(format)[0] if format is not None else negotiate(request.headers.get("accept"), EXPORT_FORMATS)[0]
+        )
         csv_locale = choose_csv_locale(locale, request.headers.get("accept-language")) if chosen is CSV else None
         if locale is None:
             headers["vary"] = "Accept-Language"
@@ -342,9 +345,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return stream(
             database.rows(
-                found, after=start.key if start is not None else None, limit=remaining, typed=csv_locale is not None
+                found,
+                after=start.key if start is not None else None,
+                limit=remaining,
+                typed=csv_locale is not None or chosen is ARROW,
             ),
             format=format,
+            formats=[f.name for f in EXPORT_FORMATS],
             locale=csv_locale,
             bom=bom,
             columns=found.columns,
