@@ -99,3 +99,119 @@ def stream_responses(
         status_code: {"description": description, "content": content},
         406: {"description": "None of the supported media types is acceptable (problem JSON lists them)."},
     }
+
+
+_PYTHON_SAMPLES = {
+    "ndjson": """import json
+
+import httpx
+
+with httpx.stream("GET", "{url}", timeout=None) as response:
+    response.raise_for_status()
+    for line in response.iter_lines():  # one record per line, parsed as it arrives
+        record = json.loads(line)
+        print(record)
+# The connection ends with an error, never quietly, when the stream was cut.""",
+    "csv": """import csv
+
+import httpx
+
+with httpx.stream("GET", "{url}", timeout=None) as response:
+    response.raise_for_status()
+    for row in csv.reader(response.iter_lines()):  # the header row first
+        print(row)""",
+    "json": """import httpx
+
+records = httpx.get("{url}", timeout=None).raise_for_status().json()  # one JSON array""",
+    "events": """import asyncio
+
+import chute.client
+
+
+async def main() -> None:
+    # Reconnects as browsers do and resumes with Last-Event-ID: no event is missed.
+    async for event in chute.client.events("{url}"):
+        print(event.id, event.event, event.data)
+
+
+asyncio.run(main())""",
+    "file": """import chute.client
+
+# Resumes an interrupted download with Range + If-Range and checks Repr-Digest when the server sends one.
+result = chute.client.download("{url}", "downloaded.bin")
+print(result.path, result.size)""",
+}
+
+_JAVASCRIPT_SAMPLES = {
+    "ndjson": """const response = await fetch("{url}");
+if (!response.ok) throw new Error(`HTTP ${response.status}`);
+const lines = response.body.pipeThrough(new TextDecoderStream()).getReader();
+let buffer = "";
+for (;;) {
+  const { value, done } = await lines.read();  // rejects when the stream was cut
+  if (done) break;
+  buffer += value;
+  const complete = buffer.split("\\n");
+  buffer = complete.pop();
+  for (const line of complete) if (line) console.log(JSON.parse(line));
+}""",
+    "csv": """const response = await fetch("{url}");
+if (!response.ok) throw new Error(`HTTP ${response.status}`);
+const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+let buffer = "";
+for (;;) {
+  const { value, done } = await reader.read();
+  if (done) break;
+  buffer += value;
+  const rows = buffer.split("\\r\\n");
+  buffer = rows.pop();
+  rows.forEach((row) => console.log(row));  // use a CSV parser for quoted fields
+}""",
+    "json": """const records = await (await fetch("{url}")).json();""",
+    "events": """const source = new EventSource("{url}");  // reconnects with Last-Event-ID by itself
+source.onmessage = (event) => console.log(event.lastEventId, event.data);
+source.addEventListener("reset", () => console.warn("events were missed: reload the state"));""",
+    "file": """// A link the browser downloads (and can resume) itself:
+const link = Object.assign(document.createElement("a"), { href: "{url}", download: "" });
+link.click();""",
+}
+
+_KINDS = {
+    "application/x-ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "text/csv": "csv",
+    "application/json": "json",
+    "text/event-stream": "events",
+    "application/octet-stream": "file",
+}
+
+
+def add_code_samples(schema: dict[str, Any], base_url: str = "http://127.0.0.1:8000") -> dict[str, Any]:
+    """Add a Python and a JavaScript example of consuming each streaming operation of an OpenAPI ``schema``.
+
+    An operation streams when its 200 response offers NDJSON, CSV, SSE or a file (a plain JSON array counts only
+    next to those). Each gets ``x-codeSamples`` (shown by Redoc and other renderers) and the same examples in its
+    description, which ``/docs`` renders. Returns ``schema``, changed in place.
+    """
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method != "get" or not isinstance(operation, dict):
+                continue
+            content = operation.get("responses", {}).get("200", {}).get("content", {})
+            kinds = [_KINDS[media] for media in content if media in _KINDS]
+            streaming = [kind for kind in kinds if kind != "json"]
+            if not streaming:
+                continue
+            url = base_url + path.replace("{", "").replace("}", "")
+            python = _PYTHON_SAMPLES[streaming[0]].replace("{url}", url)
+            javascript = _JAVASCRIPT_SAMPLES[streaming[0]].replace("{url}", url)
+            operation["x-codeSamples"] = [
+                {"lang": "Python", "label": "Python (httpx / chute.client)", "source": python},
+                {"lang": "JavaScript", "label": "JavaScript (browser)", "source": javascript},
+            ]
+            operation["description"] = (
+                operation.get("description", "").rstrip()
+                + f"\n\n**Consuming it in Python**\n\n```python\n{python}\n```\n\n"
+                + f"**In JavaScript**\n\n```javascript\n{javascript}\n```\n"
+            )
+    return schema

@@ -155,6 +155,36 @@ def test_openapi_documents_each_stream(service: Service) -> None:
     assert set(json_content["schema"]["items"]["properties"]) == {"id", "name", "timestamp"}
     lines = spec["paths"]["/stream-json-lines"]["get"]["responses"]["200"]["content"]
     assert {"application/x-ndjson", "application/jsonl"} <= set(lines)
+    exports = spec["paths"]["/exports/{name}"]["get"]["responses"]["200"]["content"]
+    assert {"text/csv", "application/x-ndjson", "application/json", "application/vnd.apache.arrow.stream"} <= set(
+        exports
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "python", "javascript"),
+    [
+        ("/stream-json-lines", "iter_lines()", "TextDecoderStream"),
+        ("/stream-csv", "csv.reader", "TextDecoderStream"),
+        ("/events/{topic}", "chute.client.events", "new EventSource"),
+        ("/stream-logs", "chute.client.events", "new EventSource"),
+        ("/download-file/{filename}", "chute.client.download", "download"),
+        ("/exports/{name}", "iter_lines()", "JSON.parse"),
+    ],
+)
+def test_openapi_shows_how_to_consume_each_stream(service: Service, path: str, python: str, javascript: str) -> None:
+    spec = httpx.get(f"{service.base_url}/openapi.json").json()
+    operation = spec["paths"][path]["get"]
+    samples = {sample["lang"]: sample["source"] for sample in operation["x-codeSamples"]}
+    url = service.base_url + path.replace("{", "").replace("}", "")
+    assert python in samples["Python"]
+    assert javascript in samples["JavaScript"]
+    assert f'"{url}"' in samples["Python"]
+    assert f'"{url}"' in samples["JavaScript"]
+    compile(samples["Python"], path, "exec")  # the example is valid Python
+    assert "```python" in operation["description"]
+    assert "```javascript" in operation["description"]
+    assert "x-codeSamples" not in spec["paths"]["/healthz"]["get"]
 
 
 def test_healthz_answers_while_a_client_stalls_a_stream(service: Service) -> None:
@@ -230,3 +260,10 @@ def test_an_export_as_arrow_has_typed_columns(service: Service) -> None:
     row = table.slice(0, 1).to_pylist()[0]
     assert str(row["total"]) == first["total"]
     assert row["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ") == first["created_at"]
+
+
+def test_batch_workers_yield_the_cpu_to_the_server(service: Service) -> None:
+    assert httpx.get(f"{service.base_url}/stream-batches", params={"num_batches": 2, "batch_size": 10}).is_success
+    server = psutil.Process(service.process.pid)
+    niceness = {child.nice() for child in server.children(recursive=True)}
+    assert server.nice() + 10 in niceness  # the pool's workers; the fork server itself keeps the server's

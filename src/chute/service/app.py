@@ -25,7 +25,7 @@ from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.formats import ARROW, CSV, JSON, NDJSON, lookup, negotiate
 from chute.locales import choose_csv_locale
-from chute.openapi import stream_responses
+from chute.openapi import add_code_samples, stream_responses
 from chute.problems import problem_response
 from chute.ranges import http_date
 from chute.responses import EventStream, ProxyStream, RecordStream, StreamLimit
@@ -35,7 +35,7 @@ from chute.service import samples
 from chute.service.database import Database, SQLiteDatabase
 from chute.service.logfeed import LOG_TOPIC, AccessLog, LogFeed
 from chute.service.settings import Settings
-from chute.service.work import compute_batch
+from chute.service.work import compute_batch, lower_priority
 from chute.sources.batches import ordered_map
 from chute.tokens import MAX_TOKEN_LENGTH, ResumeTokens
 from chute.upstreams import upstream_client
@@ -125,7 +125,7 @@ def start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["chute.service.work"])
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=lower_priority)
 
     def warm() -> None:
         # One job per worker, submitted together, so that none finds an idle worker to reuse.
@@ -188,6 +188,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem_response(exc)
 
     app.add_exception_handler(HTTPError, chute_error)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI caches the schema in app.openapi_schema; the examples are added once, to that cached copy.
+        if app.openapi_schema is None:
+            add_code_samples(generate_openapi(), base_url=f"http://{settings.address()}")
+        return generate_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(AccessLog)
 
     def stream(source: Any, **options: Any) -> RecordStream:

@@ -81,10 +81,14 @@ class Settings(BaseSettings):
     def files_folder(self) -> Path:
         return self.files if self.files is not None else self.data / "files"
 
+    def address(self) -> str:
+        """``host:port`` this service answers on locally (a wildcard bind address becomes the loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
     def upstream_allowlist(self) -> Allowlist:
         """The named upstreams, ``{self}`` replaced by the address this service answers on."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        address = self.address()
         return Allowlist(
             {
                 name: Upstream(upstream.url.replace(SELF, address), allow_private=upstream.allow_private)
