@@ -1,6 +1,8 @@
 """chute's HTTP protocol for uvicorn: what long responses need and uvicorn does not give an ASGI app.
 
 - Zero-copy file bodies: the ASGI ``http.response.zerocopysend`` extension (see :mod:`chute.zerocopy`).
+- Zero-copy proxied bodies: chute's ``chute.response.splice`` extension moves bytes from an upstream socket to
+  the client's in the kernel (:func:`chute.zerocopy.splice_all`; Linux only).
 - A client cut at the send deadline releases its socket at once. uvicorn closes the transport of a response
   whose app failed after the headers, and a close waits until the write buffer drains: behind a client that
   stopped reading, that is forever, with the socket and its buffers held. Here a
@@ -52,11 +54,12 @@ class RequestResponseCycle(httptools_impl.RequestResponseCycle):
         self.transport.abort()
 
     async def send(self, message: Any) -> None:
-        if message["type"] != zerocopy.EXTENSION:
+        kind = message["type"]
+        if kind not in (zerocopy.EXTENSION, zerocopy.SPLICE_EXTENSION):
             await super().send(message)
             return
         if not self.response_started or self.response_complete or self.chunked_encoding:
-            raise RuntimeError(f"{zerocopy.EXTENSION} needs a started response with a Content-Length")
+            raise RuntimeError(f"{kind} needs a started response with a Content-Length")
         count = int(message["count"])
         if count > self.expected_content_length:
             raise RuntimeError("Response content longer than Content-Length")
@@ -70,7 +73,16 @@ class RequestResponseCycle(httptools_impl.RequestResponseCycle):
             return
         connection = self.transport.get_extra_info("socket")
         timeout = float(message.get("timeout", zerocopy.DEFAULT_TIMEOUT))
-        if self.scope["method"] != "HEAD" and count:
+        if self.scope["method"] != "HEAD" and count and kind == zerocopy.SPLICE_EXTENSION:
+            read_timeout = message.get("read_timeout")
+            await zerocopy.splice_all(
+                message["source"].fileno(),
+                connection.fileno(),
+                count,
+                send_timeout=timeout,
+                read_timeout=None if read_timeout is None else float(read_timeout),
+            )
+        elif self.scope["method"] != "HEAD" and count:
             await anyio.to_thread.run_sync(
                 zerocopy.sendfile_all,
                 connection.fileno(),
@@ -91,6 +103,8 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {zerocopy.EXTENSION: {}}
+        if zerocopy.splice_available():
+            self.scope["extensions"][zerocopy.SPLICE_EXTENSION] = {}
 
     def on_headers_complete(self) -> None:
         # uvicorn builds the cycle inside this callback from the module's class; swapping the class for the

@@ -23,24 +23,34 @@ authentication and the rest are dropped. ``X-Content-Type-Options: nosniff`` and
 sandbox`` are added: the upstream's content is served from this origin and must not run in it.
 
 The body is ``aiter_raw()``: the bytes as received, never decompressed, so ``Content-Encoding`` and
-``Content-Length`` stay true. Each chunk is sent within the send deadline. After the headers nothing is ever
-written into the body to report an error: a failed or stalled upstream (no byte for the read timeout) aborts the
-connection with :class:`~chute.exceptions.StreamAborted`, and the client sees fewer bytes than
-``Content-Length`` or a chunked body without its end.
+``Content-Length`` stay true. On a server with chute's splice extension (:mod:`chute.protocol`, Linux), a GET
+whose upstream answered a ``Content-Length`` body of :data:`SPLICE_AT_LEAST` or more over plain HTTP/1.x takes
+a zero-copy path instead: the bytes h11 and the connection already hold are sent, the upstream's transport stops
+reading, and the server moves the rest from socket to socket in the kernel (:func:`chute.zerocopy.splice_all`),
+within the send deadline and the upstream client's read timeout between reads. The connection is closed
+afterwards, never returned to the pool. Chunked and TLS upstreams (splice cannot decrypt) keep ``aiter_raw()``.
+
+Each chunk is sent within the send deadline. After the headers nothing is ever written into the body to report
+an error: a failed or stalled upstream (no byte for the read timeout) aborts the connection with
+:class:`~chute.exceptions.StreamAborted`, and the client sees fewer bytes than ``Content-Length`` or a chunked
+body without its end.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import anyio
+import h11
 import httpx
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from chute import upstreams, zerocopy
 from chute.exceptions import BadGateway, ConfigurationError, GatewayTimeout, HTTPError, StreamAborted, UpstreamRefused
 from chute.problems import problem_response
 from chute.responses.sending import Outcome, Sender, supervise
@@ -84,6 +94,10 @@ PASSED_STATUSES = frozenset({304, 404, 410, 412, 416})
 """Upstream statuses passed through besides 2xx."""
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+SPLICE_AT_LEAST = 256 * 1024
+"""Bodies shorter than this take the ordinary relay: setting up a splice (a pipe, two descriptors) and dropping
+the kept-alive connection would cost more than the copies it saves."""
 
 
 class ProxyStream(Response):
@@ -139,7 +153,11 @@ class ProxyStream(Response):
             self.status_code = upstream.status_code
             headers = self._response_headers(upstream)
             start: Message = {"type": "http.response.start", "status": self.status_code, "headers": headers}
-            await self._relay(upstream, Sender(send, start, self.send_timeout))
+            sender = Sender(send, start, self.send_timeout)
+            if method == "GET" and zerocopy.SPLICE_EXTENSION in scope.get("extensions", {}):
+                await self._relay(upstream, sender, splice=functools.partial(self._splice, send, headers))
+            else:
+                await self._relay(upstream, sender)
         finally:
             await _close(upstream)
 
@@ -200,18 +218,99 @@ class ProxyStream(Response):
         headers.append((b"content-security-policy", b"sandbox"))
         return headers
 
-    async def _relay(self, upstream: httpx.Response, sender: Sender) -> None:
+    async def _relay(
+        self,
+        upstream: httpx.Response,
+        sender: Sender,
+        splice: Callable[[httpx.Response, Sender], Awaitable[bool]] | None = None,
+    ) -> None:
         await sender.start()  # the client learns the status now, however slow the body
         try:
-            async for chunk in upstream.aiter_raw():
-                await sender.body(chunk, more=True)
-                self.bytes_sent += len(chunk)
-        except httpx.HTTPError as exc:  # a read timeout, a cut connection, a body shorter than announced
-            what = "stalled" if isinstance(exc, httpx.TimeoutException) else f"failed ({type(exc).__name__}: {exc})"
+            if splice is None or not await splice(upstream, sender):
+                async for chunk in upstream.aiter_raw():
+                    await sender.body(chunk, more=True)
+                    self.bytes_sent += len(chunk)
+        except (httpx.HTTPError, zerocopy.SourceError) as exc:  # a read timeout, a cut connection, a short body
+            stalled = isinstance(exc, httpx.TimeoutException) or getattr(exc, "stalled", False)
+            what = "stalled" if stalled else f"failed ({type(exc).__name__}: {exc})"
             logger.error("proxy of %s: the upstream %s after %d bytes; aborted", upstream.url, what, self.bytes_sent)
             raise StreamAborted(f"the upstream {what}", index=self.bytes_sent) from exc
         await sender.body(b"", more=False)
         self.outcome = "complete"
+
+    async def _splice(
+        self, send: Send, headers: list[tuple[bytes, bytes]], upstream: httpx.Response, sender: Sender
+    ) -> bool:
+        """Relay the body socket to socket in the kernel, when it can be (module docstring); whether it was."""
+        length = _spliceable_length(upstream, headers)
+        detached = _detach(upstream, length) if length is not None else None
+        if length is None or detached is None:
+            return False
+        source, buffered = detached
+        if buffered:
+            await sender.body(buffered, more=True)
+            self.bytes_sent += len(buffered)
+        rest = length - len(buffered)
+        if rest:
+            read_timeout = self.client.timeout.read
+            message: Message = {
+                "type": zerocopy.SPLICE_EXTENSION,
+                "source": source,
+                "count": rest,
+                "more_body": True,
+                "timeout": self.send_timeout if self.send_timeout is not None else zerocopy.DEFAULT_TIMEOUT,
+                "read_timeout": read_timeout,
+            }
+            await send(message)
+            self.bytes_sent += rest
+        return True
+
+
+def _spliceable_length(upstream: httpx.Response, headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body's length when it is worth splicing and its framing allows it: HTTP/1.x, ``Content-Length`` relayed
+    as is, no transfer coding, a status that has a body."""
+    if upstream.http_version not in ("HTTP/1.1", "HTTP/1.0") or "transfer-encoding" in upstream.headers:
+        return None
+    if upstream.status_code in (204, 304) or sum(1 for k, _ in headers if k == b"content-length") != 1:
+        return None
+    lengths = upstream.headers.get_list("content-length")
+    if len(lengths) != 1 or not lengths[0].isdigit():
+        return None
+    length = int(lengths[0])
+    return length if length >= SPLICE_AT_LEAST else None
+
+
+def _detach(upstream: httpx.Response, length: int) -> tuple[Any, bytes] | None:
+    """The upstream's socket and the body bytes already read from it, its transport no longer reading; ``None``
+    when the connection cannot be taken over (TLS: splice cannot decrypt; another network backend; unexpected
+    httpx or httpcore internals).
+
+    Neither httpx nor httpcore offers this: the bytes h11 holds past the headers are reached through their
+    private attributes (the tests pin them), and anything unexpected means the ordinary relay. The connection is
+    never reused afterwards: h11 did not see the body end, so closing the response closes the connection.
+    """
+    stream = upstream.extensions.get("network_stream")
+    if not isinstance(stream, upstreams._Stream) or stream.get_extra_info("ssl_object") is not None:
+        return None
+    source = stream.get_extra_info("socket")
+    # httpx's BoundAsyncStream > its AsyncResponseStream > httpcore's PoolByteStream > HTTP11ConnectionByteStream
+    body: Any = upstream.stream
+    try:
+        h11_state = body._stream._httpcore_stream._stream._connection._h11_state
+    except AttributeError:
+        return None
+    if source is None or not isinstance(h11_state, h11.Connection) or h11_state.their_state is not h11.SEND_BODY:
+        return None
+    held, closed = h11_state.trailing_data
+    receiver = stream._receiver
+    buffered = held + b"".join(receiver.chunks)
+    if closed or len(buffered) > length:
+        return None
+    stream._transport.pause_reading()  # from now on the socket is read by splice only
+    receiver.paused = True
+    receiver.chunks.clear()
+    receiver.buffered = 0
+    return source, buffered
 
 
 def _phase(exc: httpx.TimeoutException) -> str:
