@@ -25,13 +25,14 @@ from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.formats import ARROW, CSV, JSON, NDJSON, lookup, negotiate
 from chute.locales import choose_csv_locale
+from chute.metrics import CONTENT_TYPE, StreamMetrics, count_subscriber, exposition, release_process
 from chute.openapi import add_code_samples, stream_responses
 from chute.problems import problem_response
 from chute.ranges import http_date
 from chute.responses import EventStream, ProxyStream, RecordStream, StreamLimit
 from chute.responses.bytestream import ByteStream
 from chute.responses.files import FileStream, etag_of
-from chute.service import samples
+from chute.service import page, samples
 from chute.service.database import Database, SQLiteDatabase
 from chute.service.logfeed import LOG_TOPIC, AccessLog, LogFeed
 from chute.service.settings import Settings
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await database.aclose()
             # Wait for the workers to exit: left running, they (and the forkserver) outlive the server.
             await anyio.to_thread.run_sync(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
+            release_process()  # with several workers, this one's streams leave the live gauges
 
     app = FastAPI(
         title="chute reference service",
@@ -198,6 +200,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(AccessLog)
+    app.add_middleware(StreamMetrics)
+    app.include_router(page.router())
 
     def stream(source: Any, **options: Any) -> RecordStream:
         defaults = {
@@ -211,6 +215,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """Liveness: answered on the event loop, which no stream ever blocks."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["service"], response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+    async def metrics() -> Response:
+        """Prometheus metrics: active streams by kind, bytes, time to first byte, durations, outcomes, SSE
+        subscribers per topic; of every worker."""
+        # Off the event loop: with several workers this reads every process's files.
+        return Response(await anyio.to_thread.run_sync(exposition), media_type=CONTENT_TYPE)
 
     @app.get(
         "/stream-csv", tags=["brief"], response_class=RecordStream, responses=stream_responses(CSVRow, formats=("csv",))
@@ -465,7 +476,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker: Broker = request.app.state.broker
         broker.check_id(last_event_id)  # a malformed id is a 400 now, not a broken stream later
         return EventStream(
-            broker.subscribe(topic, last_event_id),
+            count_subscriber(topic, broker.subscribe(topic, last_event_id)),
             heartbeat=settings.heartbeat,
             send_timeout=settings.send_timeout,
             limit=request.app.state.stream_limit,
