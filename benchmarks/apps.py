@@ -147,17 +147,14 @@ APPS: dict[str, Callable[[], FastAPI]] = {
 }
 
 
+def run_uvicorn(app: Any, port: int, *, http: Any = "httptools") -> None:
+    """Serve ``app`` as every benchmark serves its contenders: uvicorn, uvloop, ``http`` (httptools, or chute's
+    protocol built on it), one worker, loopback. The access log would add a write per request: it is off for all."""
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http=http, log_level="warning", access_log=False)
+
+
 def serve(contender: str, port: int) -> None:
-    # The access log would add a write per request; it is off for every contender alike.
-    uvicorn.run(
-        APPS[contender](),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    run_uvicorn(APPS[contender](), port)
 
 
 if __name__ == "__main__":

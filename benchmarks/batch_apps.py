@@ -12,9 +12,10 @@ import random
 import sys
 from collections.abc import Iterator
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+
+from benchmarks.apps import run_uvicorn
 
 
 def process_data_in_batches(num_batches: int, batch_size: int) -> Iterator[str]:
@@ -41,6 +42,4 @@ def seed_app() -> FastAPI:
 
 
 if __name__ == "__main__":
-    uvicorn.run(
-        seed_app(), host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools", log_level="warning"
-    )
+    run_uvicorn(seed_app(), int(sys.argv[1]))

@@ -13,10 +13,10 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from rich.console import Console
@@ -29,6 +29,7 @@ MiB = 1 << 20
 RSS_INTERVAL = 0.01
 
 Say = Callable[[str], None]
+S = TypeVar("S", bound="Server")
 
 
 def free_port() -> int:
@@ -84,11 +85,11 @@ class Server:
 
     def rss(self) -> int:
         """Resident memory of the server and its workers, summed."""
-        total = 0
-        for member in self.members:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += member.memory_info().rss
-        return total
+        return rss_of(self.members)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server and its workers so far."""
+        return cpu_seconds(self.members)
 
     def idle_rss(self) -> int:
         """Resident memory at rest: the median of a few samples, once the last response has settled."""
@@ -139,12 +140,40 @@ class Server:
 def running(
     name: str, command: Sequence[str], log_dir: Path, *, port: int, env: Mapping[str, str] | None = None
 ) -> Iterator[Server]:
-    server = Server(name, command, log_dir, port=port, env=env)
+    server = started(Server(name, command, log_dir, port=port, env=env))
     try:
-        server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+def started(server: S) -> S:
+    """``server`` once it answers; stopped (and the error raised) when it does not."""
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def rss_of(processes: Iterable[psutil.Process]) -> int:
+    """Resident memory of ``processes``, summed; those that exited count nothing."""
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
+    """User and system CPU time of ``processes`` so far, summed."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class RssSampler:
@@ -175,7 +204,22 @@ class RssSampler:
         self._thread.join()
 
 
-# -- verdicts
+# -- verdicts and tables
+
+
+def by_contender(rows: Iterable[Any], contender: str) -> Any:
+    """The first row of ``contender`` (rows have a ``contender`` attribute), or ``None``."""
+    return next((row for row in rows if row.contender == contender), None)
+
+
+def table(title: str, text: Sequence[str], numbers: Sequence[str]) -> Table:
+    """A result table: ``text`` columns left-aligned, then ``numbers`` columns right-aligned."""
+    out = Table(title=title)
+    for name in text:
+        out.add_column(name)
+    for name in numbers:
+        out.add_column(name, justify="right")
+    return out
 
 
 @dataclasses.dataclass

@@ -22,12 +22,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from starlette.responses import Response
 
-from benchmarks.apps import bare_app
+from benchmarks.apps import bare_app, run_uvicorn
 from chute import FileStream, protocol
 
 ROOT_ENV = "CHUTE_BENCH_ROOT"
@@ -196,17 +195,8 @@ def granian_available() -> bool:
 
 
 def serve(app: str, port: int, root: Path) -> None:
-    # The access log would add a write per request; it is off for every contender alike. chute runs on uvicorn
-    # as `chute serve` runs it: with its protocol that offers zero-copy sends.
-    uvicorn.run(
-        APPS[app](root),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http=protocol.HttpToolsProtocol if app == "chute" else "httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    # chute runs on uvicorn as `chute serve` runs it: with its protocol that offers zero-copy sends.
+    run_uvicorn(APPS[app](root), port, http=protocol.HttpToolsProtocol if app == "chute" else "httptools")
 
 
 def main(argv: Sequence[str]) -> None:

@@ -42,6 +42,7 @@ from benchmarks.common import (
     Say,
     Server,
     Target,
+    by_contender,
     console_and_say,
     free_port,
     targets_table,
@@ -336,13 +337,8 @@ def serving(contender: str, root: Path, log_dir: Path) -> Iterator[Server]:
 
 
 def cpu_seconds(server: Server) -> float:
-    """User and system CPU time of the server and its workers so far."""
-    total = 0.0
-    for member in server.members:
-        with contextlib.suppress(Exception):
-            times = member.cpu_times()
-            total += times.user + times.system
-    return total
+    """``server.cpu_seconds()``, under the name benchmarks/proxy.py imports."""
+    return server.cpu_seconds()
 
 
 class Peak:
@@ -405,9 +401,9 @@ def single(contender: str, file: Path, runs: int, log_dir: Path, say: Say) -> Si
         with Peak(server) as peak:
             for _ in range(runs):
                 # The two clients alternate, so both see the same background load.
-                cpu0 = cpu_seconds(server)
+                cpu0 = server.cpu_seconds()
                 fast.append(download(server.port, path))
-                cpu.append((cpu_seconds(server) - cpu0) / (fast[-1].body_bytes / GB))
+                cpu.append((server.cpu_seconds() - cpu0) / (fast[-1].body_bytes / GB))
                 copied.append(download(server.port, path, copy=True))
                 say(
                     f"  single      {contender:<14} {fast[-1].gbps:5.2f} GB/s  (copying client {copied[-1].gbps:5.2f}),"
@@ -452,10 +448,10 @@ def concurrent(
     with serving(contender, file.parent, log_dir) as server:
         warm_up(server.port, file.name)
         rss_idle = server.idle_rss()
-        cpu0 = cpu_seconds(server)
+        cpu0 = server.cpu_seconds()
         with Peak(server) as peak:
             result = swarm(server.port, f"/{file.name}", clients, duration)
-        server_cpu = cpu_seconds(server) - cpu0
+        server_cpu = server.cpu_seconds() - cpu0
         wrk_gbps = wrk(server.port, f"/{file.name}", clients, duration) if with_wrk else None
     wrk_text = f", wrk {wrk_gbps:.2f} GB/s" if wrk_gbps is not None else ""
     say(
@@ -691,17 +687,13 @@ def run(args: argparse.Namespace, file: Path, log_dir: Path, say: Say) -> Result
     return results
 
 
-def _by(items: Sequence[Any], contender: str) -> Any:
-    return next((item for item in items if item.contender == contender), None)
-
-
 def targets(results: Results, args: argparse.Namespace) -> list[Target]:
     out: list[Target] = []
-    nginx_single = _by(results.single, BASELINE)
-    nginx_many = _by(results.concurrent, BASELINE)
+    nginx_single = by_contender(results.single, BASELINE)
+    nginx_many = by_contender(results.concurrent, BASELINE)
     for chute in CHUTE:
         server = file_apps.CONTENDERS[chute].server.split(", ")[1]
-        one: Single | None = _by(results.single, chute)
+        one: Single | None = by_contender(results.single, chute)
         if one is not None and nginx_single is not None:
             ratio = one.median / nginx_single.median
             out.append(
@@ -712,7 +704,7 @@ def targets(results: Results, args: argparse.Namespace) -> list[Target]:
                     ratio >= SINGLE_RATIO,
                 )
             )
-        many: Concurrent | None = _by(results.concurrent, chute)
+        many: Concurrent | None = by_contender(results.concurrent, chute)
         if many is not None and nginx_many is not None:
             ratio = many.swarm.gbps / nginx_many.swarm.gbps
             out.append(
@@ -731,7 +723,7 @@ def targets(results: Results, args: argparse.Namespace) -> list[Target]:
                     many.rss_peak <= RSS_LIMIT,
                 )
             )
-        held: Stalled | None = _by(results.stalled, chute)
+        held: Stalled | None = by_contender(results.stalled, chute)
         if held is not None:
             growth = held.rss_end - held.rss_start
             out.append(
@@ -750,7 +742,7 @@ def targets(results: Results, args: argparse.Namespace) -> list[Target]:
                     held.answers,
                 )
             )
-        many_ranges: Ranges | None = _by(results.ranges, chute)
+        many_ranges: Ranges | None = by_contender(results.ranges, chute)
         if many_ranges is not None:
             out.append(
                 Target(
@@ -776,21 +768,21 @@ def _server(contender: str) -> str:
 
 
 def single_table(results: Results, size: int) -> Table:
-    table = Table(title=f"One client downloads the {size / GiB:g} GiB file")
-    for name in ("contender", "server", "runs"):
-        table.add_column(name)
-    for name in (
-        "GB/s (min-max)",
-        "x nginx",
-        "copying client GB/s",
-        "headers ms",
-        "server CPU s/GB",
-        "RSS idle MB",
-        "RSS peak MB",
-        "statuses",
-    ):
-        table.add_column(name, justify="right")
-    nginx = _by(results.single, BASELINE)
+    table = common.table(
+        f"One client downloads the {size / GiB:g} GiB file",
+        ("contender", "server", "runs"),
+        (
+            "GB/s (min-max)",
+            "x nginx",
+            "copying client GB/s",
+            "headers ms",
+            "server CPU s/GB",
+            "RSS idle MB",
+            "RSS peak MB",
+            "statuses",
+        ),
+    )
+    nginx = by_contender(results.single, BASELINE)
     for r in results.single:
         table.add_row(
             r.contender,
@@ -809,23 +801,23 @@ def single_table(results: Results, size: int) -> Table:
 
 
 def concurrent_table(results: Results, args: argparse.Namespace) -> Table:
-    table = Table(title=f"{args.clients} clients download the file at once for {args.duration:g} s")
-    for name in ("contender", "server"):
-        table.add_column(name)
-    for name in (
-        "GB/s",
-        "x nginx",
-        "GB moved",
-        "complete",
-        "statuses",
-        "server CPU s/GB",
-        "client CPU s",
-        "RSS idle MB",
-        "RSS peak MB",
-        *(("wrk GB/s",) if args.wrk else ()),
-    ):
-        table.add_column(name, justify="right")
-    nginx = _by(results.concurrent, BASELINE)
+    table = common.table(
+        f"{args.clients} clients download the file at once for {args.duration:g} s",
+        ("contender", "server"),
+        (
+            "GB/s",
+            "x nginx",
+            "GB moved",
+            "complete",
+            "statuses",
+            "server CPU s/GB",
+            "client CPU s",
+            "RSS idle MB",
+            "RSS peak MB",
+            *(("wrk GB/s",) if args.wrk else ()),
+        ),
+    )
+    nginx = by_contender(results.concurrent, BASELINE)
     for r in results.concurrent:
         table.add_row(
             r.contender,
@@ -845,21 +837,19 @@ def concurrent_table(results: Results, args: argparse.Namespace) -> Table:
 
 
 def stalled_table(results: Results, args: argparse.Namespace) -> Table:
-    table = Table(
-        title=f"{args.stalled} clients read the headers, then nothing for {args.hold:g} s (SO_RCVBUF {args.rcvbuf})"
+    table = common.table(
+        f"{args.stalled} clients read the headers, then nothing for {args.hold:g} s (SO_RCVBUF {args.rcvbuf})",
+        ("contender", "server"),
+        (
+            "statuses",
+            "RSS idle MB",
+            "start MB",
+            "peak MB",
+            "end MB",
+            "after close MB",
+            "then: status, bytes, ms",
+        ),
     )
-    for name in ("contender", "server"):
-        table.add_column(name)
-    for name in (
-        "statuses",
-        "RSS idle MB",
-        "start MB",
-        "peak MB",
-        "end MB",
-        "after close MB",
-        "then: status, bytes, ms",
-    ):
-        table.add_column(name, justify="right")
     for r in results.stalled:
         table.add_row(
             r.contender,
@@ -877,14 +867,12 @@ def stalled_table(results: Results, args: argparse.Namespace) -> Table:
 
 def ranges_table(results: Results, args: argparse.Namespace) -> Table:
     header = results.ranges[0].header_bytes if results.ranges else 0
-    table = Table(
-        title=f"One request for {RANGE_COUNT:,} one-byte ranges (a {header:,}-byte Range header), "
-        f"median of {args.range_runs}"
+    table = common.table(
+        f"One request for {RANGE_COUNT:,} one-byte ranges (a {header:,}-byte Range header), "
+        f"median of {args.range_runs}",
+        ("contender", "server", "status", "content type"),
+        ("body bytes", "parts", "headers ms", "whole ms", "RSS peak MB"),
     )
-    for name in ("contender", "server", "status", "content type"):
-        table.add_column(name)
-    for name in ("body bytes", "parts", "headers ms", "whole ms", "RSS peak MB"):
-        table.add_column(name, justify="right")
     for r in results.ranges:
         table.add_row(
             r.contender,

@@ -501,24 +501,24 @@ def targets(results: Sequence[Result], args: argparse.Namespace) -> list[Target]
 
 
 def results_table(results: Sequence[Result]) -> Table:
-    table = Table(title="Streaming records over HTTP (uvicorn, uvloop, httptools, 1 worker, loopback)")
-    for name in ("scenario", "contender", "runs"):
-        table.add_column(name)
-    for name in (
-        "time s (min-max)",
-        "MB",
-        "MB/s",
-        "rows/s",
-        "TTFB ms",
-        "RSS idle MiB",
-        "RSS peak MiB",
-        "growth MiB",
-        "client CPU s",
-        "x chute",
-        "in-proc s",
-        "HTTP/in-proc",
-    ):
-        table.add_column(name, justify="right")
+    table = common.table(
+        "Streaming records over HTTP (uvicorn, uvloop, httptools, 1 worker, loopback)",
+        ("scenario", "contender", "runs"),
+        (
+            "time s (min-max)",
+            "MB",
+            "MB/s",
+            "rows/s",
+            "TTFB ms",
+            "RSS idle MiB",
+            "RSS peak MiB",
+            "growth MiB",
+            "client CPU s",
+            "x chute",
+            "in-proc s",
+            "HTTP/in-proc",
+        ),
+    )
     for result in results:
         chute = _find(results, result.scenario, "chute")
         runs = f"{result.runs}" + (f" ({result.rows_run:,} rows, extrapolated)" if result.extrapolated else "")

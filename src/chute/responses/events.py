@@ -1,11 +1,15 @@
 """``EventStream``: a live feed of Server-Sent Events as an ASGI response.
 
-Theory of operation. A producer task moves items from the source into a zero-buffer memory stream; the pump takes
-them one at a time, waiting at most ``heartbeat`` seconds, and sends a comment when nothing came (so proxies and
-clients see a live connection only when it is idle). Every event is its own send: a feed is about latency, and
-nothing is buffered or compressed. :func:`~chute.responses.sending.supervise` stops everything when the client
-leaves (the source is closed with ``aclose()``, releasing its subscription) and cuts a client that stops
-reading after ``send_timeout``. A :class:`StreamLimit` caps concurrent feeds: past it, 503 with ``Retry-After``.
+Theory of operation. The request's task iterates the source and sends each event as its own send (a feed is
+about latency: nothing is buffered or compressed). The only other task is the one
+:func:`~chute.responses.sending.supervise` runs to notice the client leaving; it also keeps the heartbeat: its
+wait for ``http.disconnect`` gives up after ``heartbeat`` seconds, and a comment goes out when no event did in the
+meantime (so proxies and clients see a live connection only when it is idle). Two tasks per feed and no queue,
+stream or timer per event: with ten thousand subscribers, every object a feed holds and every step an event takes
+is paid ten thousand times (memory, and the time until the last subscriber has the event). The source is never
+cancelled to make room for a heartbeat, since cancelling an async generator mid-``await`` ends it. When the
+client leaves, the source is closed with ``aclose()``, releasing its subscription; a client that stops reading
+is cut after ``send_timeout``. A :class:`StreamLimit` caps concurrent feeds: past it, 503 with ``Retry-After``.
 
 A feed never ends by itself, so a server that waits for open responses before it stops would wait forever.
 Every open feed of the process is registered; :func:`close_feeds` (called by :mod:`chute.protocol` when uvicorn
@@ -16,13 +20,12 @@ reconnect, with their ``Last-Event-ID``, to whichever server answers next.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from starlette.responses import Response
+from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from chute.brokers.base import Message
@@ -106,7 +109,8 @@ class EventStream(Response):
         self.init_headers(headers)
         self.outcome: Outcome = "pending"
         self.events_sent = 0
-        self._error: Exception | None = None
+        self._sending = False
+        self._sent_at = 0.0  # anyio.current_time() at the end of the last send
 
     def close(self) -> None:
         """End this feed soon with a retry hint (the server is stopping); a no-op once it ended."""
@@ -132,57 +136,69 @@ class EventStream(Response):
             await response(scope, receive, send)
             return
         _open_feeds.add(self)
+        sender = Sender(send, self._start(), self.send_timeout)
+        self._sent_at = anyio.current_time()
         try:
-            send_items, receive_items = anyio.create_memory_object_stream[Event | Message | str](0)
-            sender = Sender(send, self._start(), self.send_timeout)
             await supervise(
                 self,
-                receive,
-                functools.partial(self._pump, sender, receive_items),
+                functools.partial(self._receive, receive, sender),
+                functools.partial(self._pump, sender),
                 position=lambda: self.events_sent,
                 unit="events",
-                helpers=[functools.partial(self._produce, send_items)],
             )
         finally:
             _open_feeds.discard(self)
+            await aclose_quietly(self.source)  # type: ignore[arg-type]
             if self.limit is not None:
                 self.limit.release()
 
-    async def _produce(self, items: ObjectSendStream[Event | Message | str]) -> None:
-        async with items:
-            try:
-                async for item in self.source:
-                    await items.send(item)
-            except Exception as exc:  # reported by the pump, which aborts the connection
-                self._error = exc
-            finally:
-                await aclose_quietly(self.source)  # type: ignore[arg-type]
+    async def _receive(self, receive: Receive, sender: Sender) -> ASGIMessage:
+        """``receive`` for the disconnect watcher, which sends the heartbeat while it waits.
 
-    async def _pump(self, sender: Sender, items: ObjectReceiveStream[Event | Message | str]) -> None:
-        await sender.body(Event(retry=self.retry).encode() if self.retry is not None else b"", more=True)
+        A heartbeat goes out only when nothing was sent for ``heartbeat`` seconds and no send is under way: a send
+        that waits (a slow client) already shows the connection is not idle. The pump may begin a send while a
+        heartbeat is still draining; each send writes its whole chunk before it waits, so the two never interleave.
+        """
+        if self.heartbeat <= 0:
+            return await receive()
+        while True:
+            # Due ``heartbeat`` seconds after the last send, whoever made it.
+            with anyio.move_on_after(self._sent_at + self.heartbeat - anyio.current_time()):
+                return await receive()
+            if not sender.started or self._sending:
+                self._sent_at = anyio.current_time()  # not idle: look again a heartbeat from now
+            elif anyio.current_time() - self._sent_at >= self.heartbeat:
+                await self._send(sender, comment())
+
+    async def _send(self, sender: Sender, data: bytes) -> None:
+        self._sending = True
+        try:
+            await sender.body(data, more=True)
+        finally:
+            self._sending = False
+            self._sent_at = anyio.current_time()
+
+    async def _pump(self, sender: Sender) -> None:
+        await self._send(sender, Event(retry=self.retry).encode() if self.retry is not None else b"")
         live = self._live = anyio.CancelScope()
         if self._closing:
             live.cancel()
-        async with items:
-            with live:
-                await self._follow(sender, items)
+        error: Exception | None = None
+        events = aiter(self.source)
+        with live:
+            while True:
+                try:
+                    item = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # the source failed: the connection is aborted, never ended cleanly
+                    error = exc
+                    break
+                await self._send(sender, as_event(item).encode())
+                self.events_sent += 1
         if live.cancelled_caught:
             await sender.body(comment("the server is stopping") + Event(retry=self.shutdown_retry).encode(), more=True)
-        elif self._error is not None:
-            raise StreamAborted(f"the feed failed: {self._error}", index=self.events_sent) from self._error
+        elif error is not None:
+            raise StreamAborted(f"the feed failed: {error}", index=self.events_sent) from error
         await sender.body(b"", more=False)
         self.outcome = "complete"
-
-    async def _follow(self, sender: Sender, items: ObjectReceiveStream[Event | Message | str]) -> None:
-        while True:
-            item: Event | Message | str | None = None
-            with anyio.move_on_after(self.heartbeat if self.heartbeat > 0 else math.inf):
-                try:
-                    item = await items.receive()
-                except anyio.EndOfStream:
-                    break
-            if item is None:
-                await sender.body(comment(), more=True)
-                continue
-            await sender.body(as_event(item).encode(), more=True)
-            self.events_sent += 1
