@@ -50,6 +50,13 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Server processes; >1 needs a redis:// broker [env CHUTE_WORKERS, default 1].")
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql://user@host:port/db to export from instead of the embedded SQLite dataset "
+            "(fill it with `chute load-data`) [env CHUTE_DATABASE]."
+        ),
+    ] = None,
 ) -> None:
     """Run the reference service (FastAPI on uvicorn with uvloop and httptools)."""
     import uvicorn
@@ -68,6 +75,7 @@ def serve(
         "server": server,
         "broker": broker,
         "workers": workers,
+        "database": database,
     }
     try:
         # Flags win over CHUTE_* variables; validating the merge checks both alike.
@@ -77,10 +85,13 @@ def serve(
         for error in exc.errors():
             console.print(f"[red]error:[/] {'.'.join(map(str, error['loc']))}: {error['msg']}")
         raise typer.Exit(2) from None
-    # Build the dataset before the server starts, with a visible status: the first start takes a few seconds.
-    with console.status(f"Preparing the dataset ({settings.rows:,} rows) in {settings.data} ..."):
-        path = dataset.ensure(settings.data, settings.rows)
-    console.print(f"dataset: [bold]{path}[/]")
+    if settings.database is not None:
+        console.print(f"exports from: [bold]{_without_password(settings.database)}[/]")
+    else:
+        # Build the dataset before the server starts, with a visible status: the first start takes a few seconds.
+        with console.status(f"Preparing the dataset ({settings.rows:,} rows) in {settings.data} ..."):
+            path = dataset.ensure(settings.data, settings.rows)
+        console.print(f"dataset: [bold]{path}[/]")
     console.print(f"serving on [bold]http://{settings.host}:{settings.port}[/]  (docs at /docs)")
     if settings.server == "granian":
         _serve_granian(settings)
@@ -109,6 +120,48 @@ def serve(
         service = create_app(settings)
         tune_gc()
         uvicorn.run(service, **options)
+
+
+@app.command("load-data")
+def load_data(
+    database: Annotated[
+        str | None,
+        typer.Option(help="postgresql://user@host:port/db to load; without it, the embedded SQLite dataset."),
+    ] = None,
+    rows: Annotated[int, typer.Option(min=0, max=100_000_000, help="Rows of the orders table.")] = 1_000_000,
+    data: Annotated[Path, typer.Option(help="Folder of the embedded dataset (without --database).")] = Path("data"),
+) -> None:
+    """Load the sample dataset (customers and orders, deterministic) into PostgreSQL or the embedded SQLite."""
+    if database is None:
+        from chute.service import dataset
+
+        with console.status(f"Preparing the dataset ({rows:,} rows) in {data} ..."):
+            path = dataset.ensure(data, rows)
+        console.print(f"dataset: [bold]{path}[/]")
+        return
+    import anyio
+    import asyncpg
+
+    from chute.service import pg_dataset
+
+    target = _without_password(database)
+    try:
+        with console.status(f"Loading {rows:,} rows into {target} ..."):
+            loaded = anyio.run(pg_dataset.load, database, rows)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        console.print(f"[red]error:[/] {target}: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{target}: {'loaded' if loaded else 'already holds'} {rows:,} orders")
+
+
+def _without_password(url: str) -> str:
+    """``url`` fit to print: any password replaced by ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

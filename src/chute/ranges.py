@@ -149,6 +149,13 @@ def weak_match(tag: str, etag: str) -> bool:
     return tag.removeprefix("W/") == etag.removeprefix("W/")
 
 
+def none_match(header: str, etag: str) -> bool:
+    """Whether ``If-None-Match: header`` matches ``etag`` (weak comparison, as RFC 9110 13.1.2 asks: a
+    compressed answer's weakened tag still names the same representation)."""
+    tags = _entity_tags(header)
+    return tags == "*" or any(weak_match(tag, etag) for tag in tags)
+
+
 def parse_http_date(value: str) -> datetime | None:
     """An HTTP-date (any of the three forms RFC 9110 requires recipients to accept), or ``None``."""
     try:

@@ -267,3 +267,39 @@ def test_batch_workers_yield_the_cpu_to_the_server(service: Service) -> None:
     server = psutil.Process(service.process.pid)
     niceness = {child.nice() for child in server.children(recursive=True)}
     assert server.nice() + 10 in niceness  # the pool's workers; the fork server itself keeps the server's
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_exports_are_compressed_as_the_client_accepts(service: Service, coding: str) -> None:
+    url = f"{service.base_url}/exports/orders"
+    plain = httpx.get(url, headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    with httpx.stream("GET", url, headers={"accept-encoding": f"{coding}, identity;q=0.1"}) as response:
+        wire = b"".join(response.iter_raw())
+        assert response.headers["content-encoding"] == coding
+        assert "Accept-Encoding" in response.headers["vary"]
+    assert len(wire) < len(plain.content) / 4
+    decoded = httpx.Response(200, headers={"content-encoding": coding}, content=wire).content
+    assert decoded == plain.content
+
+
+def test_a_compressed_download_weakens_its_etag_and_offers_no_ranges(service: Service) -> None:
+    url = f"{service.base_url}/download-file/orders-extract.csv"
+    plain = httpx.get(url, headers={"accept-encoding": "identity"})
+    assert plain.headers["accept-ranges"] == "bytes"
+    assert not plain.headers["etag"].startswith("W/")
+    packed = httpx.get(url, headers={"accept-encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["etag"] == "W/" + plain.headers["etag"]
+    assert "accept-ranges" not in packed.headers
+    assert packed.content == plain.content
+    part = httpx.get(url, headers={"accept-encoding": "gzip", "range": "bytes=0-99"})
+    assert part.status_code == 206
+    assert "content-encoding" not in part.headers  # a range is of the identity bytes
+    assert part.content == plain.content[:100]
+
+
+def test_live_feeds_are_never_compressed(service: Service) -> None:
+    with httpx.stream("GET", f"{service.base_url}/stream-logs", headers={"accept-encoding": "gzip"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert "content-encoding" not in response.headers

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from chute import ProxyStream, protocol, upstreams, zerocopy
+from chute.compression import CompressionMiddleware
 from chute.exceptions import ConfigurationError
 from chute.service.app import create_app
 from chute.service.settings import Settings
@@ -40,6 +41,7 @@ from chute.upstreams import Allowlist, Upstream, upstream_client
 from tests.conftest import free_port
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
+TEXT = b"".join(b"line %d of a compressible text\n" % i for i in range(40_000))
 ETAG = '"v1"'
 TEXT = b"id,name\r\n" + b"".join(b"%d,item %d\r\n" % (i, i) for i in range(20_000))
 GZ = gzip.compress(TEXT)
@@ -131,6 +133,8 @@ class RawUpstream:
             await writer.drain()
             return True
 
+        if path == "/text":  # compressible, with a Content-Length: the splice path unless a middleware compresses
+            return await respond("200 OK", [("Content-Type", "text/plain; charset=utf-8")], TEXT)
         if path == "/data":
             fields = [
                 ("Content-Type", "application/octet-stream"),
@@ -805,3 +809,19 @@ def test_a_client_that_leaves_a_splice_closes_the_upstream_at_once(
     wait_for(lambda: "/endless-length" in upstream.closed_at, timeout=3)
     assert upstream.closed_at["/endless-length"] - left < 1.0
     assert splices
+
+
+def test_a_compressed_answer_takes_the_ordinary_relay(upstream: RawUpstream, splices: list[int]) -> None:
+    named = {"main": Upstream(upstream.url(), allow_private=True)}
+    base, stop = serve(CompressionMiddleware(proxy_app(Allowlist(named), upstream.url())))
+    try:
+        plain = httpx.get(f"{base}/p/text", headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.content == TEXT
+        assert len(splices) == 1  # uncompressed, the body goes socket to socket
+        compressed = httpx.get(f"{base}/p/text", headers={"accept-encoding": "gzip"})
+        assert compressed.headers["content-encoding"] == "gzip"
+        assert compressed.content == TEXT  # every byte went through the compressor, none past it
+        assert len(splices) == 1
+    finally:
+        stop()

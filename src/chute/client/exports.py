@@ -128,7 +128,7 @@ def _fetch(
             raise DownloadError(f"GET {url}: the server sent {media_type or 'no type'}, not NDJSON")
         tail = b""
         start = writer.records
-        for chunk in response.iter_raw():
+        for chunk in response.iter_bytes():  # decoded: a compressed export resumes the same way
             lines = (tail + chunk).split(b"\n")
             tail = lines.pop()
             end = writer.take(lines)

@@ -155,7 +155,7 @@ class ProxyStream(Response):
             start: Message = {"type": "http.response.start", "status": self.status_code, "headers": headers}
             sender = Sender(send, start, self.send_timeout)
             if method == "GET" and zerocopy.SPLICE_EXTENSION in scope.get("extensions", {}):
-                await self._relay(upstream, sender, splice=functools.partial(self._splice, send, headers))
+                await self._relay(upstream, sender, splice=functools.partial(self._splice, scope, send, headers))
             else:
                 await self._relay(upstream, sender)
         finally:
@@ -239,9 +239,11 @@ class ProxyStream(Response):
         self.outcome = "complete"
 
     async def _splice(
-        self, send: Send, headers: list[tuple[bytes, bytes]], upstream: httpx.Response, sender: Sender
+        self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], upstream: httpx.Response, sender: Sender
     ) -> bool:
         """Relay the body socket to socket in the kernel, when it can be (module docstring); whether it was."""
+        if zerocopy.SPLICE_EXTENSION not in scope.get("extensions", {}):
+            return False  # withdrawn once the headers went out (a compressing middleware must see every byte)
         length = _spliceable_length(upstream, headers)
         detached = _detach(upstream, length) if length is not None else None
         if length is None or detached is None:

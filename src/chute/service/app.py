@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from chute import __version__
 from chute.brokers import Broker, MemoryBroker
+from chute.compression import CompressionMiddleware
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
 from chute.formats import ARROW, CSV, JSON, NDJSON, lookup, negotiate
@@ -33,7 +34,7 @@ from chute.responses import EventStream, ProxyStream, RecordStream, StreamLimit
 from chute.responses.bytestream import ByteStream
 from chute.responses.files import FileStream, etag_of
 from chute.service import page, samples
-from chute.service.database import Database, SQLiteDatabase
+from chute.service.database import Database, open_database
 from chute.service.logfeed import LOG_TOPIC, AccessLog, LogFeed
 from chute.service.settings import Settings
 from chute.service.work import compute_batch, lower_priority
@@ -145,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database: Database = await SQLiteDatabase.open(settings.data, settings.rows)
+        database: Database = await open_database(settings.database, settings.data, settings.rows)
         app.state.database = database
         app.state.resume_tokens = await anyio.to_thread.run_sync(ResumeTokens.from_file, settings.data / RESUME_SECRET)
         pool = start_pool(settings.batch_workers)
@@ -199,6 +200,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return generate_openapi()
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if settings.compression:
+        # Innermost: the access log and the metrics count the bytes that go on the wire.
+        app.add_middleware(CompressionMiddleware)
     app.add_middleware(AccessLog)
     app.add_middleware(StreamMetrics)
     app.include_router(page.router())

@@ -7,7 +7,8 @@ offer a native CSV stream of a dataset (a database's own ``COPY``), which the se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,8 @@ import anyio.to_thread
 
 from chute.service import dataset
 from chute.service.dataset import Dataset
-from chute.sources.sql import sqlite_table
+from chute.sources.postgres import Pool, create_pool, postgres_table, postgres_table_csv
+from chute.sources.sql import quote_identifier, sqlite_table
 from chute.tokens import Key
 
 Batches = Iterable[list[Any]] | AsyncIterable[list[Any]]
@@ -66,3 +68,70 @@ class SQLiteDatabase:
 
     async def aclose(self) -> None:
         return None  # every export opens and closes its own connection
+
+
+class PostgresDatabase:
+    """The tables of a PostgreSQL database (those with a one-column primary key, ``chute_*`` left out), read
+    through a connection pool: rows through a server-side cursor, CSV straight from ``COPY``."""
+
+    def __init__(self, pool: Pool, datasets: dict[str, Dataset]) -> None:
+        self.pool = pool
+        self.datasets = datasets
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresDatabase:
+        """A pool for the database at ``url`` and the datasets it offers (``chute load-data`` fills it)."""
+        pool = await create_pool(url)
+        try:
+            async with pool.acquire() as connection:
+                tables = await connection.fetch(
+                    """
+                    SELECT c.relname AS name,
+                           array_agg(a.attname::text ORDER BY a.attnum) AS columns,
+                           (SELECT array_agg(k.attname::text) FROM pg_index i
+                              JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = ANY(i.indkey)
+                             WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key
+                      FROM pg_class c
+                      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                     WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace
+                       AND c.relname NOT LIKE 'chute\\_%'
+                     GROUP BY c.oid, c.relname ORDER BY c.relname
+                    """
+                )
+                found = {}
+                for table in tables:
+                    if table["primary_key"] is None or len(table["primary_key"]) != 1:
+                        continue  # no unique order to export (and resume) it in
+                    count = await connection.fetchval(f"SELECT count(*) FROM {quote_identifier(table['name'])}")
+                    found[table["name"]] = Dataset(
+                        table["name"], tuple(table["columns"]), int(count), key=table["primary_key"][0]
+                    )
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, found)
+
+    def rows(self, found: Dataset, *, after: Key | None, limit: int | None, typed: bool = False) -> Batches:
+        batches = postgres_table(self.pool, found.name, columns=found.columns, key=found.key, after=after, limit=limit)
+        return _typed(batches) if typed else batches
+
+    def csv(self, found: Dataset, *, limit: int | None) -> AsyncIterable[bytes]:
+        return postgres_table_csv(self.pool, found.name, columns=found.columns, key=found.key, limit=limit)
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+
+
+async def _typed(batches: AsyncGenerator[list[Any], None]) -> AsyncGenerator[list[Any], None]:
+    # aclosing: closing this generator must close the cursor's at once, not when the collector finds it.
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for parsed in dataset.typed([batch]):
+                yield parsed
+
+
+async def open_database(url: str | None, folder: Path, rows: int) -> Database:
+    """The PostgreSQL database at ``url``, or without one the embedded dataset of ``rows`` orders in ``folder``."""
+    if url is not None:
+        return await PostgresDatabase.open(url)
+    return await SQLiteDatabase.open(folder, rows)

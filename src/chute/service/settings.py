@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         None, description="Folder served by /download-file; default: <data>/files, created with sample files."
     )
     rows: int = Field(1_000_000, ge=0, le=100_000_000, description="Rows of the generated `orders` table.")
+    database: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://\S+$",
+        description="PostgreSQL URL to export from instead of the embedded SQLite dataset (fill it with "
+        "`chute load-data --database URL`).",
+    )
     chunk_size: int = Field(DEFAULT_TARGET, ge=1024, le=16 * 1024 * 1024)
     max_latency: float = Field(DEFAULT_MAX_LATENCY, gt=0, le=10)
     send_timeout: float = Field(60.0, gt=0, description="Seconds a client may read nothing before it is cut.")
@@ -56,6 +62,11 @@ class Settings(BaseSettings):
         5.0, ge=0, le=600, description="Seconds open responses get to finish when the server stops."
     )
     log_level: str = "info"
+    compression: bool = Field(
+        True,
+        description="Compress responses by Accept-Encoding (zstd, br, gzip; see chute.compression): bulk exports in "
+        "large blocks, live feeds never; already-encoded bodies, 206s and binary types are left alone.",
+    )
     upstreams: dict[str, Upstream] = Field(
         default_factory=lambda: dict(DEFAULT_UPSTREAMS),
         description="Named upstreams of /stream-external, as JSON: "

@@ -13,6 +13,8 @@ from typing import Literal
 from fastapi import APIRouter, Header
 from starlette.responses import Response
 
+from chute.ranges import none_match
+
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "page.js": "text/javascript; charset=utf-8",
@@ -39,7 +41,7 @@ def router() -> APIRouter:
             "x-content-type-options": "nosniff",
             "content-security-policy": POLICY,
         }
-        if if_none_match is not None and etags[name] in (tag.strip() for tag in if_none_match.split(",")):
+        if if_none_match is not None and none_match(if_none_match, etags[name]):
             return Response(status_code=304, headers=headers)
         return Response(bodies[name], media_type=ASSETS[name], headers=headers)
 
