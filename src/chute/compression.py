@@ -54,7 +54,7 @@ from anyio.abc import TaskGroup
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chute import zerocopy
+from chute import feeds, zerocopy
 from chute.exceptions import ConfigurationError
 
 Coding = Literal["zstd", "br", "gzip"]
@@ -429,6 +429,7 @@ class _Responder:
             self.compressor = compressor(self.coding, self.policy.level(self.coding))
             # A body spliced socket to socket would bypass the compressor: the app must send it as messages.
             self.scope["extensions"].pop(zerocopy.SPLICE_EXTENSION, None)
+            self.scope["extensions"].pop(feeds.EXTENSION, None)  # a detached feed is written past it too
             headers["content-encoding"] = self.coding
             del headers["content-length"]
             del headers["accept-ranges"]

@@ -53,6 +53,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chute.exceptions import SendTimeout
+from chute.feeds import EXTENSION as FEED_EXTENSION
 
 __all__ = [
     "CONTENT_TYPE",
@@ -170,6 +171,9 @@ class StreamMetrics:
                 identify()
                 length = next((v for k, v in message.get("headers", ()) if k.lower() == b"content-length"), b"")
                 declared = int(length) if length.isdigit() else 0
+            elif kind_of_message == FEED_EXTENSION:
+                await detach(message)
+                return
             elif kind_of_message in ("http.response.body", "http.response.zerocopysend", "http.response.pathsend"):
                 if bytes_sent is None:
                     identify()
@@ -193,6 +197,31 @@ class StreamMetrics:
                 return
             await send(message)
 
+        detached = False
+
+        def finish(outcome: str) -> None:
+            active.dec()
+            DURATION.labels(kind).observe(time.perf_counter() - started)
+            RESPONSES.labels(kind, route, status, outcome).inc()
+
+        async def detach(message: Message) -> None:
+            # A feed handed over to the server's hub (chute.feeds) ends when its connection does: it is counted
+            # then, with the bytes the hub wrote, and not when the app returns.
+            nonlocal detached
+            if bytes_sent is None:
+                identify()
+            counter = bytes_sent
+            assert counter is not None
+
+            def detached_end(outcome: str, sent: int) -> None:
+                if sent:
+                    counter.inc(sent)
+                finish(outcome)
+
+            message["on_close"].append(detached_end)
+            await send(message)
+            detached = bool(message.get("accepted"))
+
         failure: BaseException | None = None
         try:
             await self.app(scope, watching_receive, watching_send)
@@ -210,12 +239,12 @@ class StreamMetrics:
                 outcome = "client left"
             else:
                 outcome = "error"
-            active.dec()
-            DURATION.labels(kind).observe(time.perf_counter() - started)
-            RESPONSES.labels(kind, route, status, outcome).inc()
+            if not detached:
+                finish(outcome)
 
 
-def _topic_label(topic: str) -> str:
+def topic_label(topic: str) -> str:
+    """The ``topic`` label of ``topic``: itself among the first :data:`MAX_TOPICS` a process sees, else other."""
     with _topics_lock:
         if topic in _topics:
             return topic
@@ -231,7 +260,7 @@ async def count_subscriber(topic: str, source: AsyncGenerator[T, None]) -> Async
     Counting starts at the first iteration, so a feed refused before its body (503 past the cap) is never
     counted; closing this generator closes ``source``.
     """
-    gauge = SUBSCRIBERS.labels(_topic_label(topic))
+    gauge = SUBSCRIBERS.labels(topic_label(topic))
     gauge.inc()
     try:
         async with aclosing(source):

@@ -11,6 +11,10 @@
 - Graceful shutdown of live feeds: when the server stops it asks every connection to shut down; the first one
   asked tells every open :class:`~chute.responses.events.EventStream` to end with a retry hint
   (:func:`~chute.responses.events.close_feeds`), so ``Ctrl-C`` never waits on feeds that never end.
+- Detached live feeds: chute's ``chute.response.feed`` extension (:mod:`chute.feeds`). A caught-up
+  ``EventStream`` hands its connection over to the event loop's feed hub: the response is neither finished nor
+  followed by a next request (what the client sends is ignored), the transport stays open, and the cycle, scope
+  and request task are let go. ``connection_lost`` then goes to the hub's subscriber.
 
 Use it with ``uvicorn.run(app, http=chute.protocol.HttpToolsProtocol)``; ``chute serve`` does. The cycle class
 is swapped in during ``on_headers_complete``, the one seam uvicorn offers, so this module follows uvicorn's
@@ -27,7 +31,7 @@ from typing import Any
 import anyio.to_thread
 from uvicorn.protocols.http import httptools_impl
 
-from chute import zerocopy
+from chute import feeds, zerocopy
 from chute.exceptions import SendTimeout
 from chute.responses.events import close_feeds
 
@@ -35,6 +39,9 @@ logger = logging.getLogger("chute")
 
 
 class RequestResponseCycle(httptools_impl.RequestResponseCycle):
+    protocol: HttpToolsProtocol | None = None  # set by the protocol that made it
+    encoded = False  # the response has a Content-Encoding: its body is not the app's bytes
+
     async def run_asgi(self, app: Any) -> None:
         async def guarded(scope: Any, receive: Any, send: Any) -> None:
             try:
@@ -53,8 +60,32 @@ class RequestResponseCycle(httptools_impl.RequestResponseCycle):
                 zerocopy.reset_on_close(connection.fileno())
         self.transport.abort()
 
+    def detach(self, message: dict[str, Any]) -> None:
+        """Hand the connection to the feed hub (``message["accepted"]`` says whether it took it)."""
+        if not self.response_started or self.response_complete or self.disconnected or self.protocol is None:
+            return
+        if self.scope["method"] == "HEAD" or self.chunked_encoding is None or not self.keep_alive or self.encoded:
+            # A body the hub cannot frame or encode (a middleware compresses it), or a connection uvicorn means
+            # to close (shutdown under way): the feed stays on the ASGI path.
+            return
+        handover: feeds.Handover = message["feed"]
+        subscriber = handover.attach(self.transport, chunked=self.chunked_encoding)
+        if subscriber is None:
+            return
+        message["accepted"] = True
+        # uvicorn must neither end the response nor report it unfinished when the app returns; on_response is
+        # not called, so no keep-alive timer starts and the next request is never read.
+        self.response_complete = True
+        self.protocol.detached(subscriber)
+        self.protocol = None
+
     async def send(self, message: Any) -> None:
         kind = message["type"]
+        if kind == feeds.EXTENSION:
+            self.detach(message)
+            return
+        if kind == "http.response.start":
+            self.encoded = any(name.lower() == b"content-encoding" for name, _ in message.get("headers", ()))
         if kind not in (zerocopy.EXTENSION, zerocopy.SPLICE_EXTENSION):
             await super().send(message)
             return
@@ -100,9 +131,11 @@ class RequestResponseCycle(httptools_impl.RequestResponseCycle):
 class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
     """uvicorn's httptools protocol with chute's additions (module docstring)."""
 
+    subscriber: feeds.Subscriber | None = None
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {zerocopy.EXTENSION: {}}
+        self.scope["extensions"] = {zerocopy.EXTENSION: {}, feeds.EXTENSION: {}}
         if zerocopy.splice_available():
             self.scope["extensions"][zerocopy.SPLICE_EXTENSION] = {}
 
@@ -115,6 +148,26 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             httptools_impl.RequestResponseCycle = original  # type: ignore[misc]
+        if isinstance(self.cycle, RequestResponseCycle):
+            self.cycle.protocol = self
+
+    def detached(self, subscriber: feeds.Subscriber) -> None:
+        """The connection now belongs to the feed hub: keep the transport, let the request's objects go."""
+        self.subscriber = subscriber
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = {}  # type: ignore[typeddict-item]
+        self.headers = []
+        self.flow.resume_reading()  # reading is how a client that leaves is noticed
+
+    def data_received(self, data: bytes) -> None:
+        if self.subscriber is not None:
+            return  # an SSE client sends nothing more on this connection; no next request is served on it
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.subscriber is not None:
+            self.subscriber.lost()
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         # Called on the event loop for every open connection when the server stops; ending the feeds lets their

@@ -15,6 +15,12 @@ A feed never ends by itself, so a server that waits for open responses before it
 Every open feed of the process is registered; :func:`close_feeds` (called by :mod:`chute.protocol` when uvicorn
 begins to shut down) makes each one send a comment and a short ``retry:`` hint and end cleanly: clients
 reconnect, with their ``Last-Event-ID``, to whichever server answers next.
+
+Detached feeds. A feed that follows a broker topic (``live=``, a :class:`~chute.feeds.LiveTopic`) on a server
+offering :data:`chute.feeds.EXTENSION` (chute's uvicorn protocol) leaves the ASGI path once it has caught up:
+after its retry hint (no ``Last-Event-ID``) or after any event whose id the topic's hub still holds, it hands its
+connection to the hub (:mod:`chute.feeds`) and its task returns. Replay, resets and everything before the
+handover stay here; elsewhere (other servers, in-process test transports) the feed simply stays on this path.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
+from chute import feeds
 from chute.brokers.base import Message
 from chute.encoders.sse import Event, comment
 from chute.exceptions import StreamAborted
@@ -46,10 +53,10 @@ def close_feeds() -> int:
     """End every open feed of this process now (a comment and a retry hint, then a clean end); how many.
 
     Call it on the event loop, when the server begins to stop."""
-    feeds = list(_open_feeds)
-    for feed in feeds:
+    open_feeds = list(_open_feeds)
+    for feed in open_feeds:
         feed.close()
-    return len(feeds)
+    return len(open_feeds) + feeds.close_all()
 
 
 class StreamLimit:
@@ -95,8 +102,13 @@ class EventStream(Response):
         headers: Mapping[str, str] | None = None,
         limit: StreamLimit | None = None,
         shutdown_retry: int = SHUTDOWN_RETRY_MS,
+        live: feeds.LiveTopic | None = None,
     ) -> None:
         self.source = source
+        self.live = live
+        self.detached = False
+        self._topic: feeds.Topic | None = None  # the hub's follower, when this feed may hand over to it
+        self._last_id: str | None = None  # id of the last event sent
         self.heartbeat = heartbeat
         self.retry = retry
         self.send_timeout = send_timeout
@@ -138,18 +150,23 @@ class EventStream(Response):
         _open_feeds.add(self)
         sender = Sender(send, self._start(), self.send_timeout)
         self._sent_at = anyio.current_time()
+        if self.live is not None and feeds.EXTENSION in scope.get("extensions", {}):
+            self._topic = feeds.hub().interest(self.live.broker, self.live.topic)
         try:
             await supervise(
                 self,
                 functools.partial(self._receive, receive, sender),
-                functools.partial(self._pump, sender),
+                functools.partial(self._pump, sender, send),
                 position=lambda: self.events_sent,
                 unit="events",
             )
         finally:
             _open_feeds.discard(self)
+            if self._topic is not None:
+                self._topic.release_interest()
+                self._topic = None
             await aclose_quietly(self.source)  # type: ignore[arg-type]
-            if self.limit is not None:
+            if self.limit is not None and not self.detached:  # a detached feed releases it when it ends
                 self.limit.release()
 
     async def _receive(self, receive: Receive, sender: Sender) -> ASGIMessage:
@@ -178,8 +195,33 @@ class EventStream(Response):
             self._sending = False
             self._sent_at = anyio.current_time()
 
-    async def _pump(self, sender: Sender) -> None:
+    async def _detach(self, send: Send) -> bool:
+        """Hand the connection over to the hub if it holds every event after the last one sent; whether it did."""
+        topic = self._topic
+        assert topic is not None
+        assert self.live is not None
+        if self._last_id is None and (self.events_sent or self.live.last_event_id is not None):
+            return False  # a position the hub cannot place (events without ids, or a replay yet to come)
+        if topic.backlog(self._last_id) is None:
+            return False
+        handover = feeds.Handover(topic, self._last_id, self.heartbeat, self.send_timeout, self.shutdown_retry)
+        if self.limit is not None:
+            limit = self.limit
+            handover.on_close.append(lambda outcome, sent: limit.release())
+        message = feeds.handover_message(handover)
+        with anyio.fail_after(self.send_timeout):
+            await send(message)
+        self.detached = bool(message["accepted"])
+        if not self.detached:  # the server cannot take this response (compressed, HEAD, closing): stop asking
+            topic.release_interest()
+            self._topic = None
+        return self.detached
+
+    async def _pump(self, sender: Sender, send: Send) -> None:
         await self._send(sender, Event(retry=self.retry).encode() if self.retry is not None else b"")
+        if self._topic is not None and not self._closing and await self._detach(send):
+            self.outcome = "complete"
+            return
         live = self._live = anyio.CancelScope()
         if self._closing:
             live.cancel()
@@ -194,8 +236,13 @@ class EventStream(Response):
                 except Exception as exc:  # the source failed: the connection is aborted, never ended cleanly
                     error = exc
                     break
-                await self._send(sender, as_event(item).encode())
+                event = as_event(item)
+                await self._send(sender, event.encode())
                 self.events_sent += 1
+                self._last_id = event.id
+                if self._topic is not None and await self._detach(send):
+                    self.outcome = "complete"
+                    return
         if live.cancelled_caught:
             await sender.body(comment("the server is stopping") + Event(retry=self.shutdown_retry).encode(), more=True)
         elif error is not None:

@@ -24,6 +24,7 @@ from chute.brokers import Broker, MemoryBroker
 from chute.compression import CompressionMiddleware
 from chute.digests import DigestCache
 from chute.exceptions import BadRequest, Forbidden, HTTPError, NotFound, Unauthorized
+from chute.feeds import LiveTopic
 from chute.formats import ARROW, CSV, JSON, NDJSON, lookup, negotiate
 from chute.locales import choose_csv_locale
 from chute.metrics import CONTENT_TYPE, StreamMetrics, count_subscriber, exposition, release_process
@@ -484,6 +485,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             heartbeat=settings.heartbeat,
             send_timeout=settings.send_timeout,
             limit=request.app.state.stream_limit,
+            live=LiveTopic(broker, topic, last_event_id),  # caught up, it leaves the request for chute's hub
         )
 
     @app.get(

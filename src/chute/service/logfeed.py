@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chute.brokers import Broker
 from chute.exceptions import ChuteError
+from chute.feeds import EXTENSION as FEED_EXTENSION
 
 LOG_TOPIC = "service.logs"
 """Topic of the log feed; ``/stream-logs`` follows it, and clients may not publish to it."""
@@ -111,15 +113,23 @@ class AccessLog:
         started = time.perf_counter()
         status = 0
         sent = 0
+        detached = False
 
         async def counting(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, detached
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             elif message["type"] == "http.response.zerocopysend":
                 sent += int(message.get("count", 0))
+            elif message["type"] == FEED_EXTENSION:
+                # A feed handed over to the server's hub (chute.feeds) is logged when its connection ends.
+                end = functools.partial(self._log_detached, scope["method"], scope["path"], status, sent, started)
+                message["on_close"].append(end)
+                await send(message)
+                detached = bool(message.get("accepted"))
+                return
             await send(message)
 
         outcome = "complete"
@@ -129,20 +139,32 @@ class AccessLog:
             outcome = "aborted"
             raise
         finally:
-            request = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "bytes": sent,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "outcome": outcome,
-            }
-            self.logger.info(
-                "%s %s %d %d bytes in %.1f ms",
-                scope["method"],
-                scope["path"],
-                status,
-                sent,
-                request["duration_ms"],
-                extra={"request": request},
-            )
+            if not detached:
+                self._log(scope["method"], scope["path"], status, sent, started, outcome)
+
+    def _log_detached(
+        self, method: str, path: str, status: int, sent: int, started: float, outcome: str, more: int
+    ) -> None:
+        """The end of a detached feed: ``outcome`` as :mod:`chute.feeds` reports it, ``more`` bytes after the
+        handover."""
+        ending = "aborted" if outcome in ("send timeout", "error") else "complete"
+        self._log(method, path, status, sent + more, started, ending)
+
+    def _log(self, method: str, path: str, status: int, sent: int, started: float, outcome: str) -> None:
+        request = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "outcome": outcome,
+        }
+        self.logger.info(
+            "%s %s %d %d bytes in %.1f ms",
+            method,
+            path,
+            status,
+            sent,
+            request["duration_ms"],
+            extra={"request": request},
+        )
