@@ -80,12 +80,11 @@ class ArrowEncoder(Encoder):
         """The index of the first record of ``batch`` that does not convert (the batch's first when none alone
         fails, as with types that differ between batches)."""
         pa = self._pa
+        types = [field.type for field in self._schema] if self._schema is not None else [None] * len(columns)
         for i, row in enumerate(as_rows(batch, columns, offset=self.count)):
             try:
-                for value, field in zip(row, self._schema or [], strict=False):
-                    pa.array([value], type=field.type)
-                if self._schema is None:
-                    [pa.array([value]) for value in row]
+                for value, kind in zip(row, types, strict=True):
+                    pa.array([value], type=kind)
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 return self.count + i
         return self.count
