@@ -22,10 +22,9 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from chute.exceptions import HTTPError, StreamAborted
+from chute.exceptions import StreamAborted
 from chute.headers import content_disposition
-from chute.problems import problem, problem_response
-from chute.responses.sending import Outcome, Sender, supervise
+from chute.responses.sending import Outcome, Sender, answer_early_failure, supervise
 from chute.sources.iterables import aclose_quietly
 
 logger = logging.getLogger("chute")
@@ -111,13 +110,7 @@ class ByteStream(Response):
             return
         self.outcome = "error"
         if not sender.started:
-            logger.error("stream failed before its first byte: %s", failure, exc_info=failure)
-            response = (
-                problem_response(failure)
-                if isinstance(failure, HTTPError)
-                else problem(500, "Internal Server Error", "the stream failed before any data was sent")
-            )
-            await response(scope, receive, send)
+            await answer_early_failure(failure, scope, receive, send)
             return
         logger.error("stream aborted after %d bytes: %s", self.bytes_sent, failure, exc_info=failure)
         raise StreamAborted(str(failure), index=self.bytes_sent) from failure

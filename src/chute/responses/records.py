@@ -38,8 +38,8 @@ from chute.exceptions import ConfigurationError, EncodeError, HTTPError, StreamA
 from chute.formats import Format, lookup, negotiate
 from chute.headers import content_disposition
 from chute.locales import CSVLocale
-from chute.problems import problem, problem_response
-from chute.responses.sending import Outcome, Sender, supervise
+from chute.problems import problem_response
+from chute.responses.sending import Outcome, Sender, answer_early_failure, supervise
 from chute.sources.iterables import Batcher, Source, aclose_quietly, produce
 
 logger = logging.getLogger("chute")
@@ -229,13 +229,7 @@ class RecordStream(Response):
             return
         self.outcome = "error"
         if not sender.started:
-            logger.error("stream failed before its first byte: %s", failure, exc_info=failure)
-            response = (
-                problem_response(failure)
-                if isinstance(failure, HTTPError)
-                else problem(500, "Internal Server Error", "the stream failed before any data was sent")
-            )
-            await response(scope, receive, send)
+            await answer_early_failure(failure, scope, receive, send)
             return
         # Hand over the good records before the cut: a client that resumes loses nothing it was sent.
         if pending:

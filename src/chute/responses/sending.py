@@ -8,14 +8,27 @@ from typing import Any, Literal, Protocol
 
 import anyio
 from anyio import CancelScope
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from chute.exceptions import SendTimeout, StreamAborted
+from chute.exceptions import HTTPError, SendTimeout, StreamAborted
+from chute.problems import problem, problem_response
 
 logger = logging.getLogger("chute")
 
 Outcome = Literal["pending", "complete", "client left", "error", "send timeout", "refused"]
 """How a response ended; "refused" is an answer other than the body (404, 406, 412, 416)."""
+
+
+async def answer_early_failure(failure: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a stream whose source failed before the headers went out: the failure's own problem JSON for an
+    :class:`~chute.exceptions.HTTPError` (a 404 of the source, say), else a 500, never a detail of the failure."""
+    logger.error("stream failed before its first byte: %s", failure, exc_info=failure)
+    response = (
+        problem_response(failure)
+        if isinstance(failure, HTTPError)
+        else problem(500, "Internal Server Error", "the stream failed before any data was sent")
+    )
+    await response(scope, receive, send)
 
 
 class Sender:
