@@ -25,8 +25,7 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from benchmarks.common import HOST, MB, Say, Target, console_and_say, environment, free_port, running, targets_table
-from benchmarks.common import write_results as write_json
+from benchmarks.common import HOST, MB, Say, Target, conclude, console_and_say, environment, free_port, running
 
 PROBE_INTERVAL = 0.02
 HEALTH_GOAL_MS = 50.0
@@ -202,17 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args, say)
     console.print(results_table(results))
     checks = targets(results)
-    console.print(targets_table(checks))
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=info,
-            results=[dataclasses.asdict(r) | {"health_max": r.health_max} for r in results],
-        )
-    return 0 if all(c.passed for c in checks) else 1
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        strict=True,  # this run has no --strict: a failed target is always exit status 1
+        environment=info,
+        results=[dataclasses.asdict(r) | {"health_max": r.health_max} for r in results],
+    )
 
 
 if __name__ == "__main__":

@@ -280,3 +280,25 @@ def write_results(path: Path, args: Any, checks: Sequence[Target], say: Say, **s
     }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     say(f"results written to {path}")
+
+
+def conclude(
+    console: Console,
+    checks: Sequence[Target],
+    say: Say,
+    args: Any,
+    *,
+    started: float | None = None,
+    strict: bool | None = None,
+    **sections: Any,
+) -> int:
+    """The end of every run: the targets table, the total time, every number as JSON when ``--json`` asked for
+    it (``sections`` beside the arguments and targets), and the exit status: 1 when a target failed and the run
+    is ``strict`` (by default ``--strict``)."""
+    console.print(targets_table(checks))
+    if started is not None:
+        say(f"total {time.monotonic() - started:.0f} s")
+    if args.json is not None:
+        write_results(args.json, args, checks, say, **sections)
+    failed = any(check.passed is False for check in checks)
+    return 1 if (args.strict if strict is None else strict) and failed else 0

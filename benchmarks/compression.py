@@ -51,11 +51,10 @@ from benchmarks.common import (
     MiB,
     Say,
     Target,
+    conclude,
     console_and_say,
     free_port,
     running,
-    targets_table,
-    write_results,
 )
 from chute import CSVEncoder, EventStream, NDJSONEncoder, RecordStream
 from chute.chunker import DEFAULT_TARGET
@@ -441,21 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(codecs_table(codec_results))
     console.print(http_table(http, args.rows))
     console.print(live_table(latencies))
-    console.print(targets_table(checks))
-    say(f"total {time.monotonic() - started:.0f} s")
-    if args.json is not None:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=common.environment(("chute", "uvicorn", "uvloop", "httptools", "brotli", "zstandard")),
-            codecs=[dataclasses.asdict(r) for r in codec_results],
-            http=[dataclasses.asdict(r) for r in http],
-            latencies_ms={coding: [v * 1000 for v in values] for coding, values in latencies.items()},
-        )
-    failed = any(check.passed is False for check in checks)
-    return 1 if args.strict and failed else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        started=started,
+        environment=common.environment(("chute", "uvicorn", "uvloop", "httptools", "brotli", "zstandard")),
+        codecs=[dataclasses.asdict(r) for r in codec_results],
+        http=[dataclasses.asdict(r) for r in http],
+        latencies_ms={coding: [v * 1000 for v in values] for coding, values in latencies.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -67,10 +67,9 @@ from benchmarks.common import (
     Server,
     Target,
     by_contender,
+    conclude,
     console_and_say,
     free_port,
-    targets_table,
-    write_results,
 )
 
 KiB = 1024
@@ -1468,19 +1467,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         " sse-starlette and FastAPI's recipes keep no history, so only chute runs the kill-and-restart measurement."
         " floor is a yardstick, not a usable server: the least an ASGI app on uvicorn does per subscriber."
     )
-    console.print(targets_table(checks))
-    say(f"total {time.monotonic() - begun:.0f} s")
-    if args.json is not None:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=environment(args.redis),
-            results=dataclasses.asdict(results),
-        )
-    failed = any(check.passed is False for check in checks)
-    return 1 if args.strict and failed else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        started=begun,
+        environment=environment(args.redis),
+        results=dataclasses.asdict(results),
+    )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,9 @@ from benchmarks.common import (
     Server,
     Target,
     by_contender,
+    conclude,
     console_and_say,
     free_port,
-    targets_table,
-    write_results,
 )
 
 GB = 1_000_000_000
@@ -967,21 +966,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         " over its processes (nginx master and workers, granian supervisor and worker), idle after a warm-up request"
         " and at its peak (sampled, and the kernel's per-process high-water mark); statuses: status x responses."
     )
-    console.print(targets_table(checks))
-    say(f"total {time.monotonic() - started:.0f} s")
-    if args.json is not None:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=environment(),
-            file={"path": str(file), "bytes": size},
-            clients=clients,
-            results=dataclasses.asdict(results),
-        )
-    failed = any(check.passed is False for check in checks)
-    return 1 if args.strict and failed else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        started=started,
+        environment=environment(),
+        file={"path": str(file), "bytes": size},
+        clients=clients,
+        results=dataclasses.asdict(results),
+    )
 
 
 if __name__ == "__main__":

@@ -38,12 +38,11 @@ from benchmarks.common import (
     RssSampler,
     Say,
     Target,
+    conclude,
     console_and_say,
     environment,
     free_port,
     running,
-    targets_table,
-    write_results,
 )
 from benchmarks.records import fetch
 from chute.service import pg_dataset
@@ -215,18 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, rates = run(args, say)
     console.print(results_table(results, args.rows))
     checks = targets(results, args.rows)
-    console.print(targets_table(checks))
-    if args.json:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=info,
-            results=[dataclasses.asdict(r) | {"wall": r.wall} for r in results],
-            conversions=rates,
-        )
-    return 1 if args.strict and not all(c.passed for c in checks) else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        environment=info,
+        results=[dataclasses.asdict(r) | {"wall": r.wall} for r in results],
+        conversions=rates,
+    )
 
 
 if __name__ == "__main__":

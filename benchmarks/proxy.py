@@ -27,7 +27,7 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks import common, file_apps, files
-from benchmarks.common import MB, MiB, Say, Server, Target, console_and_say, free_port, targets_table, write_results
+from benchmarks.common import MB, MiB, Say, Server, Target, conclude, console_and_say, free_port
 
 GiB = 1 << 30
 
@@ -310,20 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "GB/s: 10^9 bytes of body per second, client-side; MB: 10^6 bytes; RSS: the proxy server's resident memory,"
         " idle after a warm-up request and at its peak (sampled every 10 ms, and the kernel's high-water mark)."
     )
-    console.print(targets_table(checks))
-    say(f"total {time.monotonic() - started:.0f} s")
-    if args.json is not None:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=common.environment(("chute", "httpx", "httpcore", "h11", "uvicorn", "uvloop", "httptools")),
-            file={"path": str(file), "bytes": size},
-            results=dataclasses.asdict(results),
-        )
-    failed = any(check.passed is False for check in checks)
-    return 1 if args.strict and failed else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        started=started,
+        environment=common.environment(("chute", "httpx", "httpcore", "h11", "uvicorn", "uvloop", "httptools")),
+        file={"path": str(file), "bytes": size},
+        results=dataclasses.asdict(results),
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,9 @@ from benchmarks.common import (
     Say,
     Server,
     Target,
+    conclude,
     console_and_say,
     free_port,
-    targets_table,
-    write_results,
 )
 from chute import CSVEncoder, Encoder, NDJSONEncoder
 from chute.chunker import DEFAULT_TARGET
@@ -592,20 +591,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "x chute: this contender's time over chute's (per-item) in the same scenario; "
         "in-proc: the same rows generated and encoded by chute's encoder in one process, no HTTP."
     )
-    console.print(targets_table(checks))
-    say(f"total {time.monotonic() - started:.0f} s")
-    if args.json is not None:
-        write_results(
-            args.json,
-            args,
-            checks,
-            say,
-            environment=environment(),
-            clients=clients,
-            results=[r.as_json() for r in results],
-        )
-    failed = any(check.passed is False for check in checks)
-    return 1 if args.strict and failed else 0
+    return conclude(
+        console,
+        checks,
+        say,
+        args,
+        started=started,
+        environment=environment(),
+        clients=clients,
+        results=[r.as_json() for r in results],
+    )
 
 
 if __name__ == "__main__":
