@@ -190,12 +190,18 @@ def test_openapi_shows_how_to_consume_each_stream(service: Service, path: str, p
 def test_healthz_answers_while_a_client_stalls_a_stream(service: Service) -> None:
     # A client that asks for 100M rows and never reads fills the socket buffers; the loop must stay free.
     address = urlsplit(service.base_url)
+    before = service.log().count("client left after")
     with socket.create_connection((address.hostname or "127.0.0.1", address.port or 80)) as stalled:
         stalled.sendall(b"GET /stream-csv?rows=100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.5)
         started = time.monotonic()
         assert httpx.get(f"{service.base_url}/healthz", timeout=5).json() == {"status": "ok"}
         assert time.monotonic() - started < 1.0
+    # The stalled stream ends once its client is gone (and before the next test counts the streams that end).
+    deadline = time.monotonic() + 5
+    while service.log().count("client left after") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.log().count("client left after") == before + 1
 
 
 def test_a_client_that_leaves_stops_the_stream(service: Service) -> None:
