@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chute.headers import content_disposition
+from chute.headers import content_disposition, weighted
 
 QUOTED = re.compile(r'^(attachment|inline); filename="((?:[^"\\]|\\.)*)"(?:; filename\*=UTF-8\'\'([^\s;"]+))?$')
 
@@ -79,3 +79,8 @@ def test_any_name_gives_a_safe_well_formed_header(name: str) -> None:
         assert re.sub(r"[\x00-\x1f\x7f]", "", name.replace("\\", "/")).endswith(exact)
     else:
         assert fallback == "download" or re.sub(r"[\x00-\x1f\x7f]", "", name).endswith(fallback)
+
+
+def test_weighted_lists_keep_order_and_skip_bad_weights() -> None:
+    header = "gzip;q=0.5, br , zstd;q=2, x;q=abc, identity;Q=0 ,de-CH;level=1;q=0.9"
+    assert list(weighted(header)) == [("gzip", 0.5), ("br", 1.0), ("identity", 0.0), ("de-CH", 0.9)]

@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chute import feeds, zerocopy
 from chute.exceptions import ConfigurationError
+from chute.headers import weighted
 
 Coding = Literal["zstd", "br", "gzip"]
 Mode = Literal["bulk", "live"]
@@ -189,20 +190,9 @@ def parse_accept_encoding(header: str) -> dict[str, float]:
 
     Malformed members (a bad or out-of-range q) are skipped; when a coding is named twice, the higher q wins."""
     qualities: dict[str, float] = {}
-    for member in header.split(","):
-        coding, _, params = member.partition(";")
-        coding = coding.strip().lower()
+    for name, q in weighted(header):
+        coding = name.lower()
         if not coding:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = -1.0
-        if not 0.0 <= q <= 1.0:
             continue
         coding = "gzip" if coding == "x-gzip" else coding
         qualities[coding] = max(q, qualities.get(coding, 0.0))

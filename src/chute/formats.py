@@ -9,6 +9,7 @@ from chute.encoders import CSVEncoder, Encoder, JSONArrayEncoder, NDJSONEncoder
 from chute.encoders.arrow import MEDIA_TYPE as ARROW_MEDIA_TYPE
 from chute.encoders.arrow import ArrowEncoder
 from chute.exceptions import ConfigurationError, NotAcceptable
+from chute.headers import weighted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,23 +56,7 @@ def lookup(name: str) -> tuple[Format, str]:
 
 def parse_accept(header: str) -> list[tuple[str, float]]:
     """``(media range, q)`` pairs of an ``Accept`` header, lower-cased; malformed members are skipped."""
-    ranges = []
-    for member in header.split(","):
-        kind, _, params = member.partition(";")
-        kind = kind.strip().lower()
-        if kind.count("/") != 1:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = -1.0
-        if 0.0 <= q <= 1.0:
-            ranges.append((kind, q))
-    return ranges
+    return [(kind.lower(), q) for kind, q in weighted(header) if kind.count("/") == 1]
 
 
 def _quality(media_type: str, ranges: Sequence[tuple[str, float]]) -> float:

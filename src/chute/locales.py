@@ -33,6 +33,8 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.core import get_locale_identifier
 
+from chute.headers import weighted
+
 MAX_TAG_LENGTH = 35
 """Longer language tags than BCP 47's practical maximum are ignored, not parsed."""
 
@@ -125,18 +127,8 @@ def csv_locale(tag: str) -> CSVLocale | None:
 def parse_accept_language(header: str) -> list[str]:
     """The language tags of an ``Accept-Language`` header, best first (q=0 and ``*`` left out)."""
     ranked: list[tuple[float, int, str]] = []
-    for position, member in enumerate(header.split(",")):
-        tag, _, params = member.partition(";")
-        tag = tag.strip()
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-        if _LANGUAGE_RANGE.fullmatch(tag) and 0.0 < q <= 1.0:
+    for position, (tag, q) in enumerate(weighted(header)):
+        if _LANGUAGE_RANGE.fullmatch(tag) and q > 0.0:
             ranked.append((-q, position, tag))
     return [tag for _, _, tag in sorted(ranked)]
 

@@ -25,18 +25,7 @@ pytestmark = pytest.mark.anyio
 ROWS = 5000
 BIG_ROWS = 300_000
 """Rows of ``big`` (about 30 MB of CSV): far more than socket buffers and the bridge hold."""
-COLUMNS = (
-    "id",
-    "customer_id",
-    "customer",
-    "country",
-    "product",
-    "quantity",
-    "unit_price",
-    "total",
-    "status",
-    "created_at",
-)
+COLUMNS = pg_dataset.ORDER_COLUMNS
 
 
 @pytest.fixture(scope="module")
